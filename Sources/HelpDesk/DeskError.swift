@@ -1,0 +1,100 @@
+import Postgres
+
+/// The exit statuses of the contract (sysexits.h).
+public enum ExitStatus: Int32, Sendable, Codable {
+  case ok = 0
+  case usage = 64
+  case dataError = 65
+  case noSuchAccount = 67
+  case unavailable = 69
+  case software = 70
+  case tryLater = 75
+  case noPermission = 77
+  case configuration = 78
+}
+
+/// A failure a person at the desk can act on: one line saying what was wrong and what to do,
+/// and the exit status the contract gives it.
+public struct DeskError: Error, CustomStringConvertible, Sendable {
+  public var status: ExitStatus
+  public var message: String
+
+  public init(_ status: ExitStatus, _ message: String) {
+    self.status = status
+    self.message = message
+  }
+
+  public var description: String { message }
+
+  public static func usage(_ message: String) -> DeskError { DeskError(.usage, message) }
+  public static func badData(_ message: String) -> DeskError { DeskError(.dataError, message) }
+  public static func noSuchAccount(_ message: String) -> DeskError { DeskError(.noSuchAccount, message) }
+}
+
+/// What a failed database call means at the desk, given what the caller was trying to do.
+///
+/// Matches on SQLSTATE and error kind only, never on message text.
+public func deskError(_ error: Error, doing action: DeskAction? = nil, on connection: Connection? = nil) -> DeskError {
+  if let desk = error as? DeskError { return desk }
+  guard let pg = error as? PostgresError else {
+    return DeskError(.software, "internal error: \(error)")
+  }
+  switch pg.kind {
+  case .configuration:
+    return DeskError(.configuration, "\(pg.message); fix --database or HMS2FA_DATABASE_URL")
+  case .connection:
+    return DeskError(.unavailable, "cannot reach the database: \(pg.message)")
+  case .authentication:
+    return DeskError(
+      .noPermission,
+      "the database refused the login: \(pg.message); check the password in ~/.pgpass or PGPASSWORD")
+  case .connectionLost:
+    return DeskError(
+      .unavailable,
+      "the connection to the database was lost (\(pg.message)); nothing was changed by the "
+        + "unfinished step; run the command again")
+  case .decoding, .client:
+    return DeskError(.software, "internal error: \(pg.message)")
+  case .server:
+    break
+  }
+  let state = pg.sqlState ?? ""
+  let withHint = pg.hint.map { "\(pg.message); \($0)" } ?? pg.message
+  if state.hasPrefix("H2") {
+    let status: ExitStatus =
+      switch state.dropFirst(2).first {
+      case "U": .usage
+      case "D": .dataError
+      case "N": .noSuchAccount
+      case "R": .tryLater
+      case "P": .noPermission
+      default: .software
+      }
+    return DeskError(status, withHint)
+  }
+  switch state {
+  case SQLState.insufficientPrivilege:
+    let login = connection.map { " \"\($0.user)\"" } ?? ""
+    if let action {
+      return DeskError(
+        .noPermission,
+        "the database refused: \(action.summary) needs \(action.tier.roleName), which login\(login) "
+          + "does not have; ask an operator (hms2fa-admin staff grant)")
+    }
+    return DeskError(.noPermission, "the database refused: \(pg.message)")
+  case SQLState.lockNotAvailable, SQLState.serializationFailure, SQLState.deadlockDetected,
+    SQLState.queryCanceled:
+    return DeskError(.tryLater, "the records are busy (\(pg.message)); try again in a moment")
+  case SQLState.readOnlySQLTransaction:
+    return DeskError(.unavailable, "the database is read-only (a standby?); connect to the primary")
+  case SQLState.undefinedTable, SQLState.undefinedFunction, SQLState.invalidSchemaName:
+    return DeskError(
+      .configuration,
+      "the database has no hms2fa schema or an older one (\(pg.message)); run hms2fa-admin db migrate")
+  default:
+    if pg.sqlStateClass == "53" || pg.sqlStateClass == "57" || pg.sqlStateClass == "58" {
+      return DeskError(.unavailable, "the database cannot serve this now: \(pg.message)")
+    }
+    return DeskError(.software, "internal error: \(pg.description)")
+  }
+}

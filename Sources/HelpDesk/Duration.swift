@@ -1,0 +1,82 @@
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+/// A length of time as agents and operators write it: `90s`, `15m`, `24h`, `7d`, `1h30m`.
+public struct DeskDuration: Hashable, Sendable, CustomStringConvertible {
+  public let seconds: Int64
+
+  public init(seconds: Int64) { self.seconds = seconds }
+
+  /// - Throws: a usage `DeskError` for anything but positive whole amounts of s, m, h, d.
+  public init(parsing text: String) throws(DeskError) {
+    let trimmed = text.trimmingASCIISpaces()
+    var total: Int64 = 0
+    var digits = ""
+    var sawUnit = false
+    for scalar in trimmed.unicodeScalars {
+      if ("0"..."9").contains(scalar) {
+        digits.unicodeScalars.append(scalar)
+        continue
+      }
+      let unit: Int64? =
+        switch scalar {
+        case "s": 1
+        case "m": 60
+        case "h": 3_600
+        case "d": 86_400
+        default: nil
+        }
+      guard let unit, digits.count > 0, digits.count <= 9, let amount = Int64(digits) else {
+        throw .usage("\(quoted(text)) is not a duration: write e.g. 30s, 15m, 24h, 7d or 1h30m")
+      }
+      total += amount * unit
+      digits = ""
+      sawUnit = true
+    }
+    guard sawUnit, digits.isEmpty, total > 0, total <= 366 * 86_400 else {
+      throw .usage("\(quoted(text)) is not a duration: write e.g. 30s, 15m, 24h, 7d or 1h30m (at most 366d)")
+    }
+    seconds = total
+  }
+
+  public var description: String {
+    var rest = seconds
+    var parts: [String] = []
+    for (unit, size) in [("d", Int64(86_400)), ("h", 3_600), ("m", 60), ("s", 1)] where rest >= size {
+      parts.append("\(rest / size)\(unit)")
+      rest %= size
+    }
+    return parts.isEmpty ? "0s" : parts.joined()
+  }
+}
+
+/// A point in time given as a duration back from now (`24h`) or an ISO 8601 date or time
+/// (`2026-11-01`, `2026-11-01T09:00:00Z`).
+public struct PointInTime: Sendable {
+  public let date: Date
+
+  /// - Throws: a usage `DeskError` when it is neither.
+  public init(parsing text: String, now: Date = Date()) throws(DeskError) {
+    let trimmed = text.trimmingASCIISpaces()
+    if let duration = try? DeskDuration(parsing: trimmed) {
+      date = now.addingTimeInterval(-Double(duration.seconds))
+      return
+    }
+    let styles: [Date.ISO8601FormatStyle] = [
+      .iso8601,
+      Date.ISO8601FormatStyle(includingFractionalSeconds: true),
+      Date.ISO8601FormatStyle().year().month().day(),
+    ]
+    for style in styles {
+      if let parsed = try? style.parse(trimmed) {
+        date = parsed
+        return
+      }
+    }
+    throw .usage(
+      "\(quoted(text)) is not a time: write a duration back from now (24h, 7d) or a date (2026-11-01)")
+  }
+}

@@ -1,0 +1,134 @@
+import Postgres
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+/// Everything the desk sees about one person, as the database composed it.
+public struct AccountCard: Sendable {
+  /// The card as JSON, with the contract's field names: what `user show --json` prints.
+  public let json: String
+  public let account: Account
+
+  public struct Account: Decodable, Sendable {
+    public var accountId: String
+    public var displayName: String
+    public var email: String
+    public var status: String
+    public var highRisk: Bool
+    public var loginAction: String
+    public var createdAt: String
+    public var enrollment: String
+    public var startSetupVisible: Bool
+    public var devices: [Device]
+    public var rememberedBrowsers: RememberedBrowsers
+    public var activationLinks: [ActivationLink]?
+    public var recentAudit: [AuditEntry]
+  }
+
+  public struct Device: Decodable, Sendable {
+    public var deviceId: Int64
+    public var kind: String
+    public var platform: String?
+    public var phone: String?
+    public var label: String?
+    public var state: String
+    public var isDefault: Bool
+    public var activatedAt: String?
+    public var createdAt: String
+    public var lastUsedAt: String?
+    public var retiredAt: String?
+    public var retiredReason: String?
+  }
+
+  public struct RememberedBrowsers: Decodable, Sendable {
+    public var active: Int
+    public var expired: Int
+    public var revoked: Int
+  }
+
+  public struct ActivationLink: Decodable, Sendable {
+    public var linkId: Int64
+    public var deviceId: Int64
+    public var sentAt: String
+    public var expiresAt: String
+  }
+
+  public struct AuditEntry: Decodable, Sendable {
+    public var eventId: Int64
+    public var at: String
+    public var actor: String
+    public var action: String
+    public var ticket: String?
+    public var reason: String?
+  }
+}
+
+/// One line of `user find`.
+public struct AccountSummary: Sendable {
+  public var accountId: String
+  public var displayName: String
+  public var email: String
+  public var status: String
+  public var enrollment: String
+}
+
+/// Looking people up: `user show` and `user find`.
+public enum Lookup {
+  /// The card of the person with this account id or email of record.
+  ///
+  /// - Throws: `DeskError` 67 when nobody has it, 65 when an email is on several accounts,
+  ///   77 when the login has no tier, 69 when the database is unreachable.
+  public static func card(for key: AccountKey, on db: Connection) throws(DeskError) -> AccountCard {
+    let json = try desk(.lookup, on: db) {
+      try db.queryFirst("SELECT hms2fa_api.account_card(\(key.text))::text AS card")?.decode("card", as: String?.self)
+    }
+    guard let json else {
+      switch key {
+      case .id(let id): throw .noSuchAccount("no account has the id \(quoted(id.value)); try hms2fa-admin user find")
+      case .email(let email):
+        throw .noSuchAccount("no account has the email of record \(quoted(email.value)); try hms2fa-admin user find")
+      }
+    }
+    do {
+      let decoder = JSONDecoder()
+      decoder.keyDecodingStrategy = .convertFromSnakeCase
+      let account = try decoder.decode(AccountCard.Account.self, from: Data(json.utf8))
+      return AccountCard(json: json, account: account)
+    } catch {
+      throw DeskError(.software, "internal error: the account card did not decode: \(error)")
+    }
+  }
+
+  /// People whose account id, email or name starts with `text` (case-insensitive).
+  ///
+  /// - Throws: `DeskError` 64 for empty or over-long text, 67 when nobody matches.
+  public static func find(_ text: String, limit: Int = 50, on db: Connection) throws(DeskError) -> [AccountSummary] {
+    let trimmed = text.trimmingASCIISpaces()
+    guard !trimmed.isEmpty else { throw .usage("say what to search for: the start of an account id, email or name") }
+    guard trimmed.unicodeScalars.count <= 254 else { throw .usage("the search text is too long (at most 254 characters)") }
+    guard !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+      throw .usage("the search text contains control characters")
+    }
+    guard (1...1000).contains(limit) else { throw .usage("--limit must be between 1 and 1000") }
+    let matches = try desk(.lookup, on: db) {
+      try db.query(
+        """
+        SELECT account_id, display_name, email, status, enrollment
+          FROM hms2fa_api.find_accounts(\(trimmed), \(limit))
+        """
+      ).map { row in
+        AccountSummary(
+          accountId: try row.decode("account_id"), displayName: try row.decode("display_name"),
+          email: try row.decode("email"), status: try row.decode("status"),
+          enrollment: try row.decode("enrollment"))
+      }
+    }
+    guard !matches.isEmpty else {
+      throw .noSuchAccount("nobody's account id, email or name starts with \(quoted(trimmed))")
+    }
+    return matches
+  }
+}

@@ -1,0 +1,131 @@
+import Crypto
+import Postgres
+
+/// One numbered SQL file from `sql/`, compiled into the tool.
+public struct Migration: Sendable {
+  public let name: String
+  public let sql: String
+
+  /// SHA-256 of the file, hex: what `db migrate` records and later compares.
+  public var checksum: String {
+    SHA256.hash(data: Array(sql.utf8)).map { byte in
+      let hex = String(byte, radix: 16)
+      return byte < 16 ? "0" + hex : hex
+    }.joined()
+  }
+}
+
+/// A migration's state in one database.
+public struct MigrationState: Sendable {
+  public enum State: String, Sendable { case applied, pending, changed, unknown }
+  public var name: String
+  public var state: State
+  public var appliedAt: String?
+  public var appliedBy: String?
+}
+
+/// Applies the schema: forward-only numbered files, each in its own transaction, recorded in
+/// `hms2fa_meta.schema_migrations` with a checksum.
+public enum Migrations {
+  /// The migrations this build of the tool carries, in order.
+  public static let all: [Migration] = embeddedMigrations.map { Migration(name: $0.name, sql: $0.sql) }
+
+  // Any fixed key: it only has to differ from other advisory locks taken in this database.
+  static let lockKey: Int64 = 0x686D_7332_6661_01
+
+  /// Lists every migration this tool knows and every one the database has recorded.
+  ///
+  /// - Throws: `DeskError` (69 unreachable, 77 not allowed to read the record).
+  public static func status(on db: Connection) throws(DeskError) -> [MigrationState] {
+    try desk(nil, on: db) {
+      let exists = try db.queryFirst("SELECT to_regclass('hms2fa_meta.schema_migrations') IS NOT NULL AS present")
+      let recorded =
+        try exists?.decode("present", as: Bool.self) == true
+        ? try db.query(
+          """
+          SELECT name, checksum,
+                 to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS applied_at,
+                 applied_by
+            FROM hms2fa_meta.schema_migrations ORDER BY name
+          """)
+        : []
+      return try merge(recorded: recorded)
+    }
+  }
+
+  private static func merge(recorded: [Row]) throws -> [MigrationState] {
+    var states: [MigrationState] = []
+    var seen: Set<String> = []
+    var byName: [String: Row] = [:]
+    for row in recorded { byName[try row.decode("name", as: String.self)] = row }
+    for migration in all {
+      seen.insert(migration.name)
+      guard let row = byName[migration.name] else {
+        states.append(MigrationState(name: migration.name, state: .pending))
+        continue
+      }
+      let same = try row.decode("checksum", as: String.self) == migration.checksum
+      states.append(
+        MigrationState(
+          name: migration.name, state: same ? .applied : .changed,
+          appliedAt: try row.decode("applied_at"), appliedBy: try row.decode("applied_by")))
+    }
+    for (name, row) in byName.sorted(by: { $0.key < $1.key }) where !seen.contains(name) {
+      states.append(
+        MigrationState(
+          name: name, state: .unknown, appliedAt: try row.decode("applied_at"),
+          appliedBy: try row.decode("applied_by")))
+    }
+    return states
+  }
+
+  /// Applies every pending migration and returns their names (empty when up to date).
+  ///
+  /// Concurrent runs queue on an advisory lock (and give up with exit 75 after the session's
+  /// lock_timeout); none applies a file twice.
+  /// - Throws: `DeskError` 78 when an applied file has changed since, or the database has
+  ///   migrations this tool doesn't know; 69/77 from the server.
+  public static func migrate(on db: Connection, progress: (String) -> Void = { _ in }) throws(DeskError) -> [String] {
+    try desk(nil, on: db) {
+      try db.execute("SELECT pg_advisory_lock(\(lockKey))")
+      defer { _ = try? db.execute("SELECT pg_advisory_unlock(\(lockKey))") }
+      try db.transaction {
+        try db.execute("CREATE SCHEMA IF NOT EXISTS hms2fa_meta")
+        try db.execute("REVOKE ALL ON SCHEMA hms2fa_meta FROM PUBLIC")
+        try db.execute(
+          """
+          CREATE TABLE IF NOT EXISTS hms2fa_meta.schema_migrations (
+            name       text PRIMARY KEY,
+            checksum   text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now(),
+            applied_by text NOT NULL DEFAULT session_user
+          )
+          """)
+      }
+      let states = try merge(recorded: try db.query("SELECT name, checksum, NULL::text AS applied_at, NULL::text AS applied_by FROM hms2fa_meta.schema_migrations"))
+      if let changed = states.first(where: { $0.state == .changed }) {
+        throw DeskError(
+          .configuration,
+          "migration \(changed.name) was changed after it was applied; migrations are never edited: "
+            + "restore the file and add a new one")
+      }
+      if let unknown = states.first(where: { $0.state == .unknown }) {
+        throw DeskError(
+          .configuration,
+          "the database has migration \(unknown.name), which this hms2fa-admin doesn't know; use a newer build")
+      }
+      var applied: [String] = []
+      for migration in all where states.contains(where: { $0.name == migration.name && $0.state == .pending }) {
+        progress("applying \(migration.name)")
+        try db.transaction {
+          try db.runScript(migration.sql)
+          try db.execute("RESET ROLE")
+          try db.execute(
+            "INSERT INTO hms2fa_meta.schema_migrations (name, checksum) VALUES (\(migration.name), \(migration.checksum))")
+        }
+        applied.append(migration.name)
+      }
+      return applied
+    }
+  }
+}

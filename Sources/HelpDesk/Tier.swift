@@ -1,0 +1,23 @@
+/// The staff tiers of the contract, each a NOLOGIN group role in the database.
+public enum Tier: String, CaseIterable, Sendable, Codable {
+  case tier1, tier2, batch, auditor, signin
+
+  /// The group role, e.g. `hms2fa_tier1`.
+  public var roleName: String { "hms2fa_\(rawValue)" }
+}
+
+/// Something a person asks the tool to do, with the tier the database requires for it; used to
+/// say which tier is missing when the database refuses.
+public struct DeskAction: Sendable {
+  public var summary: String
+  public var tier: Tier
+
+  public init(_ summary: String, tier: Tier) {
+    self.summary = summary
+    self.tier = tier
+  }
+
+  public static let lookup = DeskAction("looking people up", tier: .tier1)
+  public static let readAudit = DeskAction("reading the audit log", tier: .tier1)
+  public static let verifyAudit = DeskAction("verifying the audit log", tier: .auditor)
+}

@@ -1,0 +1,118 @@
+/// Describes a value pasted by an agent for an error message: short, printable, and never the
+/// whole of a 64 KB paste.
+func quoted(_ text: String, limit: Int = 40) -> String {
+  var shown = ""
+  for scalar in text.unicodeScalars.prefix(limit) {
+    shown += scalar.isASCII && scalar.value >= 0x20 && scalar.value < 0x7F
+      ? String(scalar) : "\\u{\(String(scalar.value, radix: 16))}"
+  }
+  if text.unicodeScalars.count > limit { shown += "…" }
+  return "'\(shown)'"
+}
+
+/// An HMS Account ID (formerly eCommons ID): lowercase letters, digits, `.`, `_`, `-`, starting
+/// with a letter or digit, at most 64 characters. Parsed once at the edge.
+public struct AccountID: Hashable, Sendable, CustomStringConvertible, Codable {
+  public let value: String
+
+  /// Normalises (trims, lowercases) and validates.
+  ///
+  /// - Throws: a usage `DeskError` saying what is wrong with the text.
+  public init(parsing text: String) throws(DeskError) {
+    let trimmed = text.trimmingASCIISpaces()
+    guard !trimmed.isEmpty else { throw .usage("an account id can't be empty") }
+    guard trimmed.utf8.count <= 64 else {
+      throw .usage("\(quoted(trimmed)) is too long for an HMS Account ID (at most 64 characters)")
+    }
+    let lowered = String(trimmed.unicodeScalars.map { scalar -> Character in
+      ("A"..."Z").contains(scalar) ? Character(Unicode.Scalar(scalar.value + 32) ?? scalar) : Character(scalar)
+    })
+    let allowed = lowered.unicodeScalars.allSatisfy { s in
+      ("a"..."z").contains(s) || ("0"..."9").contains(s) || s == "." || s == "_" || s == "-"
+    }
+    guard allowed, let first = lowered.unicodeScalars.first,
+      ("a"..."z").contains(first) || ("0"..."9").contains(first)
+    else {
+      throw .usage(
+        "\(quoted(trimmed)) is not an HMS Account ID (letters, digits, '.', '_' or '-', e.g. jd123)")
+    }
+    value = lowered
+  }
+
+  public var description: String { value }
+}
+
+/// An email address as typed to find a person by their email of record.
+public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
+  public let value: String
+
+  /// - Throws: a usage `DeskError` unless the text looks like `local@domain`.
+  public init(parsing text: String) throws(DeskError) {
+    let trimmed = text.trimmingASCIISpaces()
+    let parts = trimmed.split(separator: "@", omittingEmptySubsequences: false)
+    let printable = trimmed.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value != 0x7F }
+    guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, printable, trimmed.utf8.count <= 254
+    else {
+      throw .usage("\(quoted(trimmed)) is not an email address")
+    }
+    value = trimmed
+  }
+
+  public var description: String { value }
+}
+
+/// How an agent names a person: an account id, or an email of record.
+public enum AccountKey: Sendable, CustomStringConvertible {
+  case id(AccountID)
+  case email(EmailAddress)
+
+  /// An argument containing `@` is an email address, anything else an account id.
+  ///
+  /// - Throws: a usage `DeskError` when it is neither.
+  public init(parsing text: String) throws(DeskError) {
+    if text.contains("@") {
+      self = .email(try EmailAddress(parsing: text))
+    } else {
+      self = .id(try AccountID(parsing: text))
+    }
+  }
+
+  public var text: String {
+    switch self {
+    case .id(let id): id.value
+    case .email(let email): email.value
+    }
+  }
+
+  public var description: String { text }
+}
+
+/// The service-desk ticket a change is made under: 1–64 printable ASCII characters.
+public struct Ticket: Hashable, Sendable, CustomStringConvertible {
+  public let value: String
+
+  /// - Throws: a usage `DeskError` saying what a ticket may contain.
+  public init(parsing text: String) throws(DeskError) {
+    let printable = text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7F }
+    guard !text.isEmpty, text.unicodeScalars.count <= 64, printable,
+      text.first != " ", text.last != " "
+    else {
+      throw .usage(
+        "\(quoted(text)) is not a ticket: use 1 to 64 printable ASCII characters, e.g. INC0012345")
+    }
+    value = text
+  }
+
+  public var description: String { value }
+}
+
+extension String {
+  func trimmingASCIISpaces() -> String {
+    let scalars = unicodeScalars
+    let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+    guard let start = scalars.firstIndex(where: { !isSpace($0) }),
+      let end = scalars.lastIndex(where: { !isSpace($0) })
+    else { return "" }
+    return String(scalars[start...end])
+  }
+}

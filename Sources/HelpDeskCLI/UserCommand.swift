@@ -1,0 +1,136 @@
+import ArgumentParser
+import HelpDesk
+
+struct UserCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "user",
+    abstract: "Look people up.",
+    subcommands: [Show.self, Find.self]
+  )
+
+  struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Show one person: enrollment, devices, browsers, recent audit.",
+      discussion: """
+        Says whether "Start setup" is visible (only when nothing is enrolled), lists every \
+        device including retired ones, and counts remembered browsers.
+
+        Examples:
+          hms2fa-admin user show jd123
+          hms2fa-admin user show jane_doe@hms.harvard.edu --json
+        """
+    )
+
+    @Argument(help: ArgumentHelp("HMS Account ID or email of record.", valueName: "account-id|email"))
+    var account: String
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let key = try AccountKey(parsing: account)
+      let db = try global.connect()
+      let card = try Lookup.card(for: key, on: db)
+      global.console.emit(.raw(card.json)) { render(card.account) }
+    }
+
+    private func render(_ a: AccountCard.Account) -> String {
+      var lines: [String] = []
+      lines.append("\(shown(a.accountId))  \(shown(a.displayName)) <\(shown(a.email))>")
+      lines.append("status         \(a.status)\(a.highRisk ? "  (high risk: resets need a second agent)" : "")")
+      let setup = a.startSetupVisible ? "\"Start setup\" is shown" : "\"Start setup\" is hidden"
+      lines.append("enrollment     \(a.enrollment) (\(setup))")
+      lines.append("when I log in  \(a.loginAction)")
+      lines.append("")
+      if a.devices.isEmpty {
+        lines.append("devices: none")
+      } else {
+        lines.append("devices:")
+        lines.append(
+          table(
+            ["ID", "KIND", "PLATFORM", "PHONE", "LABEL", "STATE", "DEFAULT", "LAST USED", "RETIRED"],
+            a.devices.map { d in
+              [
+                String(d.deviceId), d.kind, d.platform ?? "-", d.phone ?? "-", shown(d.label), d.state,
+                d.isDefault ? "yes" : "", d.lastUsedAt ?? "never",
+                d.retiredAt.map { "\($0) \(shown(d.retiredReason))" } ?? "",
+              ]
+            }, indent: "  "))
+      }
+      let b = a.rememberedBrowsers
+      lines.append("")
+      lines.append("remembered browsers: \(b.active) active, \(b.expired) expired awaiting purge, \(b.revoked) revoked")
+      if let links = a.activationLinks {
+        lines.append("")
+        if links.isEmpty {
+          lines.append("activation links: none outstanding")
+        } else {
+          lines.append("activation links:")
+          lines.append(
+            table(
+              ["LINK", "DEVICE", "SENT", "EXPIRES"],
+              links.map { [String($0.linkId), String($0.deviceId), $0.sentAt, $0.expiresAt] }, indent: "  "))
+        }
+      }
+      lines.append("")
+      if a.recentAudit.isEmpty {
+        lines.append("recent audit: none")
+      } else {
+        lines.append("recent audit:")
+        lines.append(
+          table(
+            ["EVENT", "AT", "ACTOR", "ACTION", "TICKET"],
+            a.recentAudit.map { [String($0.eventId), $0.at, shown($0.actor), $0.action, shown($0.ticket)] },
+            indent: "  "))
+      }
+      return lines.joined(separator: "\n")
+    }
+  }
+
+  struct Find: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Find people whose account id, email or name starts with the text.",
+      discussion: """
+        Case-insensitive. Exits 67 when nobody matches.
+
+        Examples:
+          hms2fa-admin user find jd1
+          hms2fa-admin user find "jane d" --json
+        """
+    )
+
+    @Argument(help: "The start of an account id, email or name.")
+    var text: String
+
+    @Option(help: "Show at most this many (1–1000).")
+    var limit = 50
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let db = try global.connect()
+      let matches = try Lookup.find(text, limit: limit, on: db)
+      global.console.emit(
+        .object([
+          (
+            "accounts",
+            .array(
+              matches.map { m in
+                .object([
+                  ("account_id", .string(m.accountId)), ("display_name", .string(m.displayName)),
+                  ("email", .string(m.email)), ("status", .string(m.status)),
+                  ("enrollment", .string(m.enrollment)),
+                  ("start_setup_visible", .bool(m.enrollment == "not_enrolled")),
+                ])
+              })
+          ),
+          ("truncated", .bool(matches.count == limit)),
+        ])
+      ) {
+        table(
+          ["ACCOUNT", "NAME", "EMAIL", "STATUS", "ENROLLMENT"],
+          matches.map { [shown($0.accountId), shown($0.displayName), shown($0.email), $0.status, $0.enrollment] })
+          + (matches.count == limit ? "\n(first \(limit) shown; narrow the search or raise --limit)" : "")
+      }
+    }
+  }
+}

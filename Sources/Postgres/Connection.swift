@@ -1,0 +1,369 @@
+internal import CLibPQ
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+/// One libpq connection. It owns the `PGconn *`, and every libpq call goes through it.
+///
+/// Not thread-safe (libpq connections aren't): use one per task.
+public final class Connection {
+  private let handle: OpaquePointer
+  private var inTransaction = false
+
+  private init(handle: OpaquePointer) {
+    self.handle = handle
+    // Server NOTICEs (e.g. "relation already exists, skipping") are not for the person at
+    // the terminal; libpq would print them on stderr.
+    PQsetNoticeProcessor(handle, { _, _ in }, nil)
+  }
+
+  deinit {
+    PQfinish(handle)
+  }
+
+  /// Opens a connection.
+  ///
+  /// - Parameters:
+  ///   - conninfo: a `key=value` string, a `postgresql://` URI or a bare database name; `nil`
+  ///     leaves everything to libpq's defaults (PGHOST, PGSERVICE, ~/.pgpass, …).
+  ///   - connectTimeout: seconds, used unless the conninfo or PGCONNECT_TIMEOUT sets one.
+  ///   - applicationName: reported in `pg_stat_activity` unless the conninfo sets one.
+  /// - Throws: `.configuration` for an unparsable conninfo, `.authentication` when a password
+  ///   was refused, `.connection` for every other failure to connect.
+  public static func connect(
+    _ conninfo: String?, connectTimeout: Int = 5, applicationName: String = "hms2fa"
+  ) throws(PostgresError) -> Connection {
+    if let conninfo { try validate(conninfo: conninfo) }
+    var keywords: [String] = []
+    var values: [String] = []
+    // Later entries override earlier ones, so the caller's conninfo (dbname, expanded) wins.
+    if ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
+      keywords.append("connect_timeout")
+      values.append(String(max(connectTimeout, 2)))
+    }
+    keywords.append("fallback_application_name")
+    values.append(applicationName)
+    if let conninfo {
+      keywords.append("dbname")
+      values.append(conninfo)
+    }
+    let handle = withCStrings(keywords) { keywordPointers in
+      withCStrings(values) { valuePointers in
+        PQconnectdbParams(keywordPointers, valuePointers, 1)
+      }
+    }
+    guard let handle else {
+      throw PostgresError(.connection, message: "out of memory opening a connection")
+    }
+    guard PQstatus(handle) == CONNECTION_OK else {
+      let message = oneLine(String(cString: PQerrorMessage(handle)))
+      let kind: PostgresError.Kind = PQconnectionUsedPassword(handle) != 0 ? .authentication : .connection
+      PQfinish(handle)
+      throw PostgresError(kind, message: message.isEmpty ? "could not connect to the server" : message)
+    }
+    return Connection(handle: handle)
+  }
+
+  /// Checks that `conninfo` parses, without connecting.
+  ///
+  /// - Throws: `.configuration` with libpq's explanation.
+  public static func validate(conninfo: String) throws(PostgresError) {
+    var errorMessage: UnsafeMutablePointer<CChar>?
+    guard let options = PQconninfoParse(conninfo, &errorMessage) else {
+      let reason = errorMessage.map { oneLine(String(cString: $0)) } ?? "out of memory"
+      if let errorMessage { PQfreemem(errorMessage) }
+      throw PostgresError(.configuration, message: "invalid connection string: \(reason)")
+    }
+    PQconninfoFree(options)
+  }
+
+  /// The keywords a conninfo sets (values omitted), e.g. to refuse a password typed in argv.
+  ///
+  /// - Throws: `.configuration` when it doesn't parse.
+  public static func keywordsSet(in conninfo: String) throws(PostgresError) -> Set<String> {
+    var errorMessage: UnsafeMutablePointer<CChar>?
+    guard let options = PQconninfoParse(conninfo, &errorMessage) else {
+      let reason = errorMessage.map { oneLine(String(cString: $0)) } ?? "out of memory"
+      if let errorMessage { PQfreemem(errorMessage) }
+      throw PostgresError(.configuration, message: "invalid connection string: \(reason)")
+    }
+    defer { PQconninfoFree(options) }
+    var result: Set<String> = []
+    var option = options
+    while let keyword = option.pointee.keyword {
+      if option.pointee.val != nil { result.insert(String(cString: keyword)) }
+      option += 1
+    }
+    return result
+  }
+
+  /// Where this connection went: `socket /tmp/x port 5432` or `host db1 port 5432`.
+  public var endpoint: String {
+    let host = PQhost(handle).map { String(cString: $0) } ?? "?"
+    let port = PQport(handle).map { String(cString: $0) } ?? "?"
+    return host.hasPrefix("/") ? "socket \(host) port \(port)" : "host \(host) port \(port)"
+  }
+
+  /// The database user this connection authenticated as.
+  public var user: String { PQuser(handle).map { String(cString: $0) } ?? "" }
+
+  /// The server process serving this connection.
+  public var backendPID: Int32 { PQbackendPID(handle) }
+
+  /// The server's version number, e.g. 150018.
+  public var serverVersion: Int { Int(PQserverVersion(handle)) }
+
+  // MARK: Statements
+
+  /// Runs one statement and returns its rows.
+  ///
+  /// - Throws: `.server` with the SQLSTATE, `.connectionLost`, or `.client` for a text value
+  ///   containing a NUL byte.
+  @discardableResult
+  public func query(_ query: Query) throws(PostgresError) -> [Row] {
+    let result = try send(query)
+    defer { PQclear(result) }
+    return rows(of: result)
+  }
+
+  /// Runs one statement and returns how many rows it inserted, updated or deleted.
+  @discardableResult
+  public func execute(_ query: Query) throws(PostgresError) -> Int {
+    let result = try send(query)
+    defer { PQclear(result) }
+    return Int(String(cString: PQcmdTuples(result))) ?? 0
+  }
+
+  /// Runs the first row of a statement, or nil when it returned none.
+  public func queryFirst(_ query: Query) throws(PostgresError) -> Row? {
+    try self.query(query).first
+  }
+
+  /// Runs a script of one or more statements with no parameters (simple query protocol).
+  ///
+  /// Used for migrations; never pass anything built from input.
+  public func runScript(_ sql: String) throws(PostgresError) {
+    guard !sql.utf8.contains(0) else {
+      throw PostgresError(.client, message: "the script contains a NUL byte")
+    }
+    guard let result = PQexec(handle, sql) else { throw failure(nil) }
+    defer { PQclear(result) }
+    switch PQresultStatus(result) {
+    case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY: return
+    default: throw failure(result)
+    }
+  }
+
+  private func send(_ query: Query) throws(PostgresError) -> OpaquePointer {
+    let count = query.binds.count
+    var types = [Oid](repeating: 0, count: count)
+    var lengths = [Int32](repeating: 0, count: count)
+    var formats = [Int32](repeating: 0, count: count)
+    var buffers: [UnsafeMutablePointer<CChar>?] = []
+    buffers.reserveCapacity(count)
+    defer { for buffer in buffers { free(buffer) } }
+    for (i, bind) in query.binds.enumerated() {
+      switch bind {
+      case .null:
+        buffers.append(nil)
+      case .text(let text):
+        guard !text.utf8.contains(0) else {
+          throw PostgresError(
+            .client, message: "parameter $\(i + 1) contains a NUL byte, which PostgreSQL text cannot hold")
+        }
+        buffers.append(strdup(text))
+      case .bytea(let bytes):
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
+        bytes.withUnsafeBytes { raw in
+          UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress ?? UnsafeRawPointer(buffer), byteCount: bytes.count)
+        }
+        buffers.append(buffer)
+        types[i] = Oid(PostgresType.bytea)
+        lengths[i] = Int32(bytes.count)
+        formats[i] = 1
+      }
+    }
+    let values = buffers.map { UnsafePointer($0) }
+    let result = PQexecParams(handle, query.sql, Int32(count), types, values, lengths, formats, 1)
+    guard let result else { throw failure(nil) }
+    switch PQresultStatus(result) {
+    case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+      return result
+    default:
+      let error = failure(result)
+      PQclear(result)
+      throw error
+    }
+  }
+
+  private func rows(of result: OpaquePointer) -> [Row] {
+    let columnCount = Int(PQnfields(result))
+    let rowCount = Int(PQntuples(result))
+    var names: [String] = []
+    var types: [UInt32] = []
+    for c in 0..<columnCount {
+      names.append(String(cString: PQfname(result, Int32(c))))
+      types.append(UInt32(PQftype(result, Int32(c))))
+    }
+    let columns = ColumnSet(names: names, types: types)
+    var rows: [Row] = []
+    rows.reserveCapacity(rowCount)
+    for r in 0..<rowCount {
+      var values: [[UInt8]?] = []
+      values.reserveCapacity(columnCount)
+      for c in 0..<columnCount {
+        if PQgetisnull(result, Int32(r), Int32(c)) != 0 {
+          values.append(nil)
+        } else {
+          let length = Int(PQgetlength(result, Int32(r), Int32(c)))
+          let pointer = PQgetvalue(result, Int32(r), Int32(c))
+          values.append(
+            pointer.map { p in
+              p.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+            } ?? [])
+        }
+      }
+      rows.append(Row(columns: columns, values: values))
+    }
+    return rows
+  }
+
+  /// Turns a failed result (or a missing one) into an error, the one place that reads libpq's
+  /// error fields.
+  private func failure(_ result: OpaquePointer?) -> PostgresError {
+    func field(_ code: Character) -> String? {
+      guard let result, let ascii = code.asciiValue,
+        let pointer = PQresultErrorField(result, Int32(ascii))
+      else { return nil }
+      return String(cString: pointer)
+    }
+    let lost = PQstatus(handle) != CONNECTION_OK
+    let sqlState = field("C")
+    let message =
+      field("M") ?? oneLine(result.map { String(cString: PQresultErrorMessage($0)) } ?? "")
+    let fallback = oneLine(String(cString: PQerrorMessage(handle)))
+    let text = message.isEmpty ? (fallback.isEmpty ? "the statement failed" : fallback) : message
+    let connectionClass = sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("57P0") } ?? true
+    return PostgresError(
+      lost || connectionClass ? .connectionLost : .server,
+      message: text, sqlState: sqlState, detail: field("D"), hint: field("H"), constraint: field("n"))
+  }
+
+  // MARK: Transactions
+
+  /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws.
+  ///
+  /// - Throws: what `body` throws, or the error of BEGIN/COMMIT; nesting is a `.client` error.
+  public func transaction<T>(_ body: () throws -> T) throws -> T {
+    guard !inTransaction else {
+      throw PostgresError(.client, message: "a transaction is already open on this connection")
+    }
+    try execute(Query("BEGIN"))
+    inTransaction = true
+    defer { inTransaction = false }
+    let value: T
+    do {
+      value = try body()
+    } catch {
+      if PQstatus(handle) == CONNECTION_OK { _ = try? execute(Query("ROLLBACK")) }
+      throw error
+    }
+    do {
+      try execute(Query("COMMIT"))
+    } catch {
+      if PQstatus(handle) == CONNECTION_OK { _ = try? execute(Query("ROLLBACK")) }
+      throw error
+    }
+    return value
+  }
+
+  // MARK: COPY
+
+  /// Streams rows into `COPY … FROM STDIN` (text format) and returns how many were loaded.
+  ///
+  /// `copyStatement` is a literal such as `COPY t (a, b) FROM STDIN`; each row gives one
+  /// value per column, nil for NULL.
+  /// - Throws: `.server` when the server rejects the data (nothing is loaded then).
+  @discardableResult
+  public func copyIn(_ copyStatement: String, rows: some Sequence<[String?]>) throws(PostgresError) -> Int {
+    guard let start = PQexec(handle, copyStatement) else { throw failure(nil) }
+    guard PQresultStatus(start) == PGRES_COPY_IN else {
+      let error = failure(start)
+      PQclear(start)
+      throw error
+    }
+    PQclear(start)
+    var buffer: [UInt8] = []
+    buffer.reserveCapacity(1 << 16)
+    var clientError: PostgresError?
+    func flush() -> Bool {
+      guard !buffer.isEmpty else { return true }
+      let ok = buffer.withUnsafeBytes { raw in
+        guard let base = raw.baseAddress else { return true }
+        return PQputCopyData(handle, base.assumingMemoryBound(to: CChar.self), Int32(raw.count)) == 1
+      }
+      buffer.removeAll(keepingCapacity: true)
+      return ok
+    }
+    rowLoop: for row in rows {
+      for (i, value) in row.enumerated() {
+        if i > 0 { buffer.append(0x09) }
+        guard let value else {
+          buffer.append(contentsOf: [0x5C, 0x4E])  // \N
+          continue
+        }
+        for byte in value.utf8 {
+          switch byte {
+          case 0x00:
+            clientError = PostgresError(.client, message: "a COPY value contains a NUL byte")
+            break rowLoop
+          case 0x5C: buffer.append(contentsOf: [0x5C, 0x5C])
+          case 0x09: buffer.append(contentsOf: [0x5C, 0x74])
+          case 0x0A: buffer.append(contentsOf: [0x5C, 0x6E])
+          case 0x0D: buffer.append(contentsOf: [0x5C, 0x72])
+          default: buffer.append(byte)
+          }
+        }
+      }
+      buffer.append(0x0A)
+      if buffer.count >= 1 << 16, !flush() { break }
+    }
+    let flushed = clientError == nil && flush()
+    let endMessage: String? = flushed ? nil : (clientError?.message ?? "aborted")
+    _ = PQputCopyEnd(handle, endMessage)
+    var loaded = 0
+    var serverError: PostgresError?
+    while let result = PQgetResult(handle) {
+      if PQresultStatus(result) == PGRES_COMMAND_OK {
+        loaded = Int(String(cString: PQcmdTuples(result))) ?? 0
+      } else if serverError == nil {
+        serverError = failure(result)
+      }
+      PQclear(result)
+    }
+    if let clientError { throw clientError }
+    if let serverError { throw serverError }
+    return loaded
+  }
+}
+
+private func oneLine(_ text: String) -> String {
+  text.split(whereSeparator: \.isNewline)
+    .map { $0.drop(while: \.isWhitespace) }
+    .filter { !$0.isEmpty }
+    .joined(separator: "; ")
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+  let pointers = strings.map { strdup($0) }
+  defer { pointers.forEach { free($0) } }
+  return body(pointers.map { UnsafePointer($0) } + [nil])
+}

@@ -1,0 +1,51 @@
+import Postgres
+
+/// Rows the identity feed and the sign-in service would write, for tests.
+public enum Fixtures {
+  /// Adds an account.
+  public static func account(
+    _ id: String, name: String = "Test Person", email: String? = nil, status: String = "active",
+    highRisk: Bool = false, on db: Connection
+  ) throws {
+    try db.execute(
+      """
+      INSERT INTO hms2fa.accounts (account_id, display_name, email, status, high_risk)
+      VALUES (\(id), \(name), \(email ?? "\(id)@hms.harvard.edu"), \(status), \(highRisk))
+      """)
+  }
+
+  /// Adds a device and returns its id.
+  @discardableResult
+  public static func device(
+    _ account: String, kind: String = "mobile", platform: String? = "ios", phone: String? = "+16175550100",
+    activated: Bool = true, isDefault: Bool = false, retired: Bool = false, lastUsedHoursAgo: Int? = nil,
+    on db: Connection
+  ) throws -> Int64 {
+    let row = try db.queryFirst(
+      """
+      INSERT INTO hms2fa.devices (account_id, kind, platform, phone, label, activated_at, is_default,
+                                  last_used_at, retired_at, retired_reason)
+      VALUES (\(account), \(kind), \(platform), \(phone), 'test device',
+              CASE WHEN \(activated) THEN now() - interval '30 days' END, \(isDefault),
+              now() - make_interval(hours => \(lastUsedHoursAgo)::int),
+              CASE WHEN \(retired) THEN now() - interval '1 day' END,
+              CASE WHEN \(retired) THEN 'old phone' END)
+      RETURNING device_id
+      """)
+    return try row?.decode("device_id", as: Int64.self) ?? -1
+  }
+
+  /// Adds a remembered browser expiring `expiresInDays` from now (negative: already expired).
+  public static func rememberedBrowser(
+    _ account: String, expiresInDays: Int, revoked: Bool = false, on db: Connection
+  ) throws {
+    try db.execute(
+      """
+      INSERT INTO hms2fa.remembered_browsers (token_hash, account_id, browser, created_at, expires_at, revoked_at)
+      VALUES (sha256(convert_to(gen_random_uuid()::text, 'UTF8')), \(account), 'Firefox',
+              now() + make_interval(days => \(expiresInDays)::int - 30),
+              now() + make_interval(days => \(expiresInDays)::int),
+              CASE WHEN \(revoked) THEN now() END)
+      """)
+  }
+}
