@@ -25,8 +25,9 @@ REVOKE ALL ON SCHEMA hms2fa FROM PUBLIC;
 
 SET LOCAL ROLE hms2fa_owner;
 
--- Functions are executable by PUBLIC by default; here nothing is unless granted.
-ALTER DEFAULT PRIVILEGES IN SCHEMA hms2fa REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- Functions are executable by PUBLIC by default; here nothing is unless granted. (Only the
+-- global form can revoke: per-schema defaults can only add to it.)
+ALTER DEFAULT PRIVILEGES FOR ROLE hms2fa_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 CREATE TABLE hms2fa.accounts (
   account_id   text PRIMARY KEY

@@ -26,8 +26,6 @@ REVOKE ALL ON SCHEMA hms2fa_api FROM PUBLIC;
 
 SET LOCAL ROLE hms2fa_owner;
 
-ALTER DEFAULT PRIVILEGES IN SCHEMA hms2fa_api REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
-
 GRANT USAGE ON SCHEMA hms2fa_api
   TO hms2fa_tier1, hms2fa_tier2, hms2fa_batch, hms2fa_auditor, hms2fa_signin;
 
@@ -82,7 +80,7 @@ CREATE TABLE hms2fa.audit_chain_head (
   last_event_id bigint NOT NULL,
   last_hash     bytea NOT NULL
 );
-INSERT INTO hms2fa.audit_chain_head (last_event_id, last_hash) VALUES (0, '\x' || repeat('00', 32));
+INSERT INTO hms2fa.audit_chain_head (last_event_id, last_hash) VALUES (0, decode(repeat('00', 32), 'hex'));
 
 -- hash = sha256(prev_hash || canonical JSON array of the event's fields). jsonb's text form is
 -- canonical (keys sorted, no insignificant space); the time is fixed to UTC microseconds so the
@@ -167,7 +165,7 @@ AS $$
 DECLARE
   v_event hms2fa.audit_events;
   v_expected_id bigint := 1;
-  v_prev bytea := '\x' || repeat('00', 32);
+  v_prev bytea := decode(repeat('00', 32), 'hex');
   v_head hms2fa.audit_chain_head;
 BEGIN
   events := 0;
@@ -339,3 +337,9 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION hms2fa_api.find_accounts(text, integer) TO hms2fa_tier1;
+
+-- Belt and braces: nothing here is executable by PUBLIC, whatever the defaults were.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hms2fa, hms2fa_api FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hms2fa_api.account_card(text) TO hms2fa_tier1;
+GRANT EXECUTE ON FUNCTION hms2fa_api.find_accounts(text, integer) TO hms2fa_tier1;
+GRANT EXECUTE ON FUNCTION hms2fa_api.audit_verify() TO hms2fa_auditor;

@@ -108,7 +108,9 @@ public enum Lookup {
   public static func find(_ text: String, limit: Int = 50, on db: Connection) throws(DeskError) -> [AccountSummary] {
     let trimmed = text.trimmingASCIISpaces()
     guard !trimmed.isEmpty else { throw .usage("say what to search for: the start of an account id, email or name") }
-    guard trimmed.unicodeScalars.count <= 254 else { throw .usage("the search text is too long (at most 254 characters)") }
+    guard trimmed.unicodeScalars.count <= 254 else {
+      throw .usage("the search text is too long (at most 254 characters)")
+    }
     guard !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
       throw .usage("the search text contains control characters")
     }

@@ -102,7 +102,10 @@ public enum Migrations {
           )
           """)
       }
-      let states = try merge(recorded: try db.query("SELECT name, checksum, NULL::text AS applied_at, NULL::text AS applied_by FROM hms2fa_meta.schema_migrations"))
+      let states = try merge(
+        recorded: try db.query(
+          "SELECT name, checksum, NULL::text AS applied_at, NULL::text AS applied_by FROM hms2fa_meta.schema_migrations"
+        ))
       if let changed = states.first(where: { $0.state == .changed }) {
         throw DeskError(
           .configuration,
@@ -117,11 +120,23 @@ public enum Migrations {
       var applied: [String] = []
       for migration in all where states.contains(where: { $0.name == migration.name && $0.state == .pending }) {
         progress("applying \(migration.name)")
-        try db.transaction {
-          try db.runScript(migration.sql)
-          try db.execute("RESET ROLE")
-          try db.execute(
-            "INSERT INTO hms2fa_meta.schema_migrations (name, checksum) VALUES (\(migration.name), \(migration.checksum))")
+        do {
+          try db.transaction {
+            try db.runScript(migration.sql)
+            try db.execute("RESET ROLE")
+            try db.execute(
+              "INSERT INTO hms2fa_meta.schema_migrations (name, checksum) VALUES (\(migration.name), \(migration.checksum))"
+            )
+          }
+        } catch let error as PostgresError where error.kind == .server {
+          if error.sqlState == SQLState.insufficientPrivilege {
+            throw DeskError(
+              .noPermission,
+              "migration \(migration.name) was refused (\(error.message)); migrate as a superuser or a "
+                + "login with CREATEROLE and CREATE on the database; nothing of it was applied")
+          }
+          throw DeskError(
+            .software, "migration \(migration.name) failed: \(error.description); nothing of it was applied")
         }
         applied.append(migration.name)
       }

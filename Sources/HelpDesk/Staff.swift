@@ -26,14 +26,19 @@ public enum Staff {
     try change(granted: false, tier: tier, login: login, ticket: ticket, on: db)
   }
 
-  private static func change(granted: Bool, tier: Tier, login: String, ticket: Ticket, on db: Connection) throws(DeskError) {
-    guard !login.isEmpty, login.utf8.count <= 63, !login.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+  private static func change(granted: Bool, tier: Tier, login: String, ticket: Ticket, on db: Connection)
+    throws(DeskError)
+  {
+    guard !login.isEmpty, login.utf8.count <= 63,
+      !login.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+    else {
       throw .usage("\(quoted(login)) is not a database login name")
     }
     try desk(nil, on: db) {
       try db.transaction {
-        guard let role = try db.queryFirst(
-          "SELECT rolcanlogin, rolsuper FROM pg_catalog.pg_roles WHERE rolname = \(login)")
+        guard
+          let role = try db.queryFirst(
+            "SELECT rolcanlogin, rolsuper FROM pg_catalog.pg_roles WHERE rolname = \(login)")
         else {
           throw DeskError.badData("there is no database login \(quoted(login)); create it first (CREATE ROLE … LOGIN)")
         }
@@ -42,8 +47,10 @@ public enum Staff {
         }
         let verb = granted ? "GRANT %I TO %I" : "REVOKE %I FROM %I"
         // The server quotes both identifiers; neither is ever spliced in by the tool.
-        guard let statement = try db.queryFirst("SELECT format(\(verb)::text, \(tier.roleName)::text, \(login)::text) AS sql")?
-          .decode("sql", as: String.self)
+        guard
+          let statement = try db.queryFirst(
+            "SELECT format(\(verb)::text, \(tier.roleName)::text, \(login)::text) AS sql")?
+            .decode("sql", as: String.self)
         else {
           throw DeskError(.software, "internal error: could not compose the statement")
         }

@@ -3,7 +3,8 @@
 func quoted(_ text: String, limit: Int = 40) -> String {
   var shown = ""
   for scalar in text.unicodeScalars.prefix(limit) {
-    shown += scalar.isASCII && scalar.value >= 0x20 && scalar.value < 0x7F
+    shown +=
+      scalar.isASCII && scalar.value >= 0x20 && scalar.value < 0x7F
       ? String(scalar) : "\\u{\(String(scalar.value, radix: 16))}"
   }
   if text.unicodeScalars.count > limit { shown += "…" }
@@ -24,9 +25,10 @@ public struct AccountID: Hashable, Sendable, CustomStringConvertible, Codable {
     guard trimmed.utf8.count <= 64 else {
       throw .usage("\(quoted(trimmed)) is too long for an HMS Account ID (at most 64 characters)")
     }
-    let lowered = String(trimmed.unicodeScalars.map { scalar -> Character in
-      ("A"..."Z").contains(scalar) ? Character(Unicode.Scalar(scalar.value + 32) ?? scalar) : Character(scalar)
-    })
+    let lowered = String(
+      trimmed.unicodeScalars.map { scalar -> Character in
+        ("A"..."Z").contains(scalar) ? Character(Unicode.Scalar(scalar.value + 32) ?? scalar) : Character(scalar)
+      })
     let allowed = lowered.unicodeScalars.allSatisfy { s in
       ("a"..."z").contains(s) || ("0"..."9").contains(s) || s == "." || s == "_" || s == "-"
     }
@@ -114,5 +116,27 @@ extension String {
       let end = scalars.lastIndex(where: { !isSpace($0) })
     else { return "" }
     return String(scalars[start...end])
+  }
+}
+
+/// Free text an agent gives as the reason for a change: up to 500 characters, no control or
+/// invisible direction-changing characters (they would make the audit log misleading).
+public struct Reason: Hashable, Sendable {
+  public let value: String
+
+  /// - Throws: a usage `DeskError`.
+  public init(parsing text: String) throws(DeskError) {
+    let trimmed = text.trimmingASCIISpaces()
+    guard !trimmed.isEmpty, trimmed.unicodeScalars.count <= 500 else {
+      throw .usage("a reason is 1 to 500 characters")
+    }
+    let bad = trimmed.unicodeScalars.first { s in
+      s.value < 0x20 || s.value == 0x7F || (0x200B...0x200F).contains(s.value)
+        || (0x202A...0x202E).contains(s.value) || (0x2066...0x2069).contains(s.value)
+    }
+    guard bad == nil else {
+      throw .usage("the reason contains control or invisible characters; type it plainly")
+    }
+    value = trimmed
   }
 }

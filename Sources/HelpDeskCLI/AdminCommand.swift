@@ -22,6 +22,8 @@ struct AdminCommand: ParsableCommand {
         hms2fa-admin --generate-completion-script bash > /etc/bash_completion.d/hms2fa-admin
       """,
     version: "0.1.0",
-    subcommands: [UserCommand.self, AuditCommand.self, StaffCommand.self, DBCommand.self]
+    subcommands: [
+      UserCommand.self, RememberedCommand.self, AuditCommand.self, StaffCommand.self, DBCommand.self,
+    ]
   )
 }

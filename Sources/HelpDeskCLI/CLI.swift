@@ -40,7 +40,8 @@ public enum CLI {
         print(AdminCommand.fullMessage(for: error))
         return 0
       }
-      let message = AdminCommand.message(for: error)
+      let message =
+        AdminCommand.message(for: error)
         .split(whereSeparator: \.isNewline).first.map(String.init) ?? "invalid command line"
       let status: ExitStatus = code.rawValue == ExitStatus.usage.rawValue ? .usage : .software
       let hint = status == .usage ? " (run with --help for usage)" : ""

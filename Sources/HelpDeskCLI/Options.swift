@@ -25,7 +25,9 @@ struct GlobalOptions: ParsableArguments {
 
 /// The options of every command that changes something.
 struct ChangeOptions: ParsableArguments {
-  @Option(help: ArgumentHelp("The service-desk ticket this change is made under (1–64 printable characters).", valueName: "ticket"))
+  @Option(
+    help: ArgumentHelp(
+      "The service-desk ticket this change is made under (1–64 printable characters).", valueName: "ticket"))
   var ticket: String
 
   var parsedTicket: Ticket {

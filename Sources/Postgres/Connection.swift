@@ -183,7 +183,8 @@ public final class Connection {
       case .bytea(let bytes):
         let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
         bytes.withUnsafeBytes { raw in
-          UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress ?? UnsafeRawPointer(buffer), byteCount: bytes.count)
+          UnsafeMutableRawPointer(buffer).copyMemory(
+            from: raw.baseAddress ?? UnsafeRawPointer(buffer), byteCount: bytes.count)
         }
         buffers.append(buffer)
         types[i] = Oid(PostgresType.bytea)
@@ -227,7 +228,9 @@ public final class Connection {
           let pointer = PQgetvalue(result, Int32(r), Int32(c))
           values.append(
             pointer.map { p in
-              p.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+              p.withMemoryRebound(to: UInt8.self, capacity: length) {
+                Array(UnsafeBufferPointer(start: $0, count: length))
+              }
             } ?? [])
         }
       }

@@ -28,7 +28,8 @@ func swiftLiteral(_ text: String) -> String {
 
 var source = "// Generated from sql/ at build time. Do not edit.\n\n"
 source += "let embeddedMigrations: [(name: String, sql: String)] = [\n"
-for path in arguments.dropFirst().sorted(by: { ($0 as NSString).lastPathComponent < ($1 as NSString).lastPathComponent }) {
+for path in arguments.dropFirst().sorted(by: { ($0 as NSString).lastPathComponent < ($1 as NSString).lastPathComponent }
+) {
   let name = (path as NSString).lastPathComponent
   do {
     let contents = try String(contentsOfFile: path, encoding: .utf8)

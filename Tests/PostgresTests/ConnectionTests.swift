@@ -35,7 +35,8 @@ struct ConnectionTests {
     let instant = Date(timeIntervalSince1970: 1_764_417_519.123456)
     let row = try #require(
       try db.queryFirst(
-        "SELECT '2025-11-29T12:38:39.123456Z'::timestamptz AS a, \(instant)::timestamptz AS b, 'infinity'::timestamptz AS c"))
+        "SELECT '2025-11-29T12:38:39.123456Z'::timestamptz AS a, \(instant)::timestamptz AS b, 'infinity'::timestamptz AS c"
+      ))
     let a = try row.decode("a", as: Date.self)
     #expect(abs(a.timeIntervalSince1970 - 1_764_419_919.123456) < 0.000_01)
     #expect(abs(try row.decode("b", as: Date.self).timeIntervalSince(instant)) < 0.000_01)

@@ -93,7 +93,8 @@ public final class TestDatabase: @unchecked Sendable {
         """)
       try admin.execute(Query(verbatim: "GRANT hms2fa_password_logins TO \(login)"))
       try admin.execute("SELECT set_config('password_encryption', 'scram-sha-256', false)")
-      let statement = try admin.queryFirst("SELECT format('ALTER ROLE %I PASSWORD %L', \(login)::text, \(password)::text) AS sql")
+      let statement = try admin.queryFirst(
+        "SELECT format('ALTER ROLE %I PASSWORD %L', \(login)::text, \(password)::text) AS sql")
       try admin.execute(Query(verbatim: try statement?.decode("sql", as: String.self) ?? ""))
     }
     return login

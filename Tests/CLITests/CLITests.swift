@@ -1,0 +1,227 @@
+import Foundation
+import HelpDesk
+import Postgres
+import TestSupport
+import Testing
+
+/// The built binary, end to end: exit codes, --json, messages.
+@Suite("hms2fa-admin end to end")
+struct CLITests {
+  /// A migrated database with one person, and a tier1 and a tier2 login.
+  struct Desk {
+    let database: TestDatabase
+    let tier1: String
+    let tier2: String
+
+    init() throws {
+      database = try TestDatabase.create()
+      let db = try database.connect()
+      try Fixtures.account("jd123", name: "Jane Doe", email: "jane_doe@hms.harvard.edu", on: db)
+      try Fixtures.device("jd123", isDefault: true, on: db)
+      try Fixtures.rememberedBrowser("jd123", expiresInDays: 5, on: db)
+      tier1 = try database.createLogin(.tier1)
+      tier2 = try database.createLogin(.tier2)
+    }
+
+    func run(_ arguments: [String], as login: String? = nil, stdin: String? = nil) throws -> Tool.Outcome {
+      try Tool.run(arguments + ["--database", try database.conninfo(user: login)], stdin: stdin)
+    }
+  }
+
+  private func json(_ text: String) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+  }
+
+  @Test("user show prints the card; --json prints exactly one document with the contract's fields")
+  func userShow() throws {
+    let desk = try Desk()
+    let text = try desk.run(["user", "show", "jd123"], as: desk.tier1)
+    #expect(text.status == 0)
+    #expect(text.stdout.contains("Jane Doe"))
+    #expect(text.stdout.contains("enrolled (\"Start setup\" is hidden)"))
+    #expect(text.stderr.isEmpty)
+    let out = try desk.run(["user", "show", "JANE_DOE@hms.harvard.edu", "--json"], as: desk.tier1)
+    #expect(out.status == 0)
+    let card = try json(out.stdout)
+    #expect(card["account_id"] as? String == "jd123")
+    #expect(card["enrollment"] as? String == "enrolled")
+    #expect(card["start_setup_visible"] as? Bool == false)
+    #expect((card["devices"] as? [[String: Any]])?.count == 1)
+    #expect((card["remembered_browsers"] as? [String: Any])?["active"] as? Int == 1)
+  }
+
+  @Test("exit 67 for nobody, 64 for a malformed id, each with one line on stderr")
+  func lookupErrors() throws {
+    let desk = try Desk()
+    let missing = try desk.run(["user", "show", "zz999"], as: desk.tier1)
+    #expect(missing.status == 67)
+    #expect(missing.stderr.split(separator: "\n").count == 1)
+    #expect(missing.stdout.isEmpty)
+    let missingJSON = try desk.run(["user", "show", "zz999", "--json"], as: desk.tier1)
+    #expect(missingJSON.status == 67)
+    #expect((try json(missingJSON.stdout)["error"] as? [String: Any])?["exit_code"] as? Int == 67)
+    for hostile in ["jd'123", "a;b", "ümlaut", "", String(repeating: "x", count: 4096), "jd%", "$(reboot)"] {
+      let out = try desk.run(["user", "show", hostile], as: desk.tier1)
+      #expect(out.status == 64, "\(hostile.prefix(12))")
+      #expect(out.stderr.split(separator: "\n").count == 1, "\(hostile.prefix(12))")
+      #expect(out.stderr.count < 300)
+    }
+    let find = try desk.run(["user", "find", "nomatch"], as: desk.tier1)
+    #expect(find.status == 67)
+  }
+
+  @Test("user find lists matches as a table or JSON")
+  func userFind() throws {
+    let desk = try Desk()
+    let out = try desk.run(["user", "find", "jane", "--json"], as: desk.tier1)
+    #expect(out.status == 0)
+    let accounts = try #require(try json(out.stdout)["accounts"] as? [[String: Any]])
+    #expect(accounts.map { $0["account_id"] as? String } == ["jd123"])
+  }
+
+  @Test("an unreachable database is exit 69 within the timeout, naming socket and port")
+  func unreachable() throws {
+    let started = Date()
+    let out = try Tool.run(["user", "show", "jd123", "--database", "host=/nonexistent/dir port=6543 connect_timeout=2"])
+    #expect(out.status == 69)
+    #expect(out.stderr.contains("/nonexistent/dir"))
+    #expect(out.stderr.contains("6543"))
+    #expect(out.stderr.split(separator: "\n").count == 1)
+    #expect(Date().timeIntervalSince(started) < 10)
+  }
+
+  @Test("a missing database is 69; a refused password is 77; a password in argv is refused")
+  func connectionProblems() throws {
+    let desk = try Desk()
+    let missing = try Tool.run(["user", "show", "jd123", "--database", try TestCluster.conninfo(database: "nope_db")])
+    #expect(missing.status == 69)
+    #expect(missing.stderr.contains("nope_db"))
+    let login = try desk.database.createLogin(.tier1, password: "s3cret-pass")
+    let wrong = try Tool.run(
+      ["user", "show", "jd123", "--database", try desk.database.conninfo(user: login)],
+      environment: ["PGPASSWORD": "not-it"])
+    #expect(wrong.status == 77)
+    #expect(!wrong.stderr.contains("not-it"))
+    let right = try Tool.run(
+      ["user", "show", "jd123", "--database", try desk.database.conninfo(user: login)],
+      environment: ["PGPASSWORD": "s3cret-pass"])
+    #expect(right.status == 0)
+    let inArgv = try Tool.run(["user", "show", "jd123", "--database", "postgresql://u:hunter2@localhost/db"])
+    #expect(inArgv.status == 64)
+    #expect(!inArgv.stderr.contains("hunter2"))
+    let env = try Tool.run(
+      ["user", "show", "jd123"], environment: ["HMS2FA_DATABASE_URL": try desk.database.conninfo(user: desk.tier1)])
+    #expect(env.status == 0)
+    let bad = try Tool.run(["user", "show", "jd123"], environment: ["HMS2FA_DATABASE_URL": "host=x nonsense=1"])
+    #expect(bad.status == 78)
+  }
+
+  @Test("changes need a valid --ticket (64) and the right tier (77, naming it)")
+  func ticketsAndTiers() throws {
+    let desk = try Desk()
+    let noTicket = try desk.run(["remembered", "revoke", "jd123"], as: desk.tier2)
+    #expect(noTicket.status == 64)
+    #expect(noTicket.stderr.contains("--ticket"))
+    let badTicket = try desk.run(
+      ["remembered", "revoke", "jd123", "--ticket", String(repeating: "t", count: 65)], as: desk.tier2)
+    #expect(badTicket.status == 64)
+    let tier1 = try desk.run(["remembered", "revoke", "jd123", "--ticket", "INC1"], as: desk.tier1)
+    #expect(tier1.status == 77)
+    #expect(tier1.stderr.contains("hms2fa_tier2"))
+    let tier2 = try desk.run(["remembered", "revoke", "jd123", "--ticket", "INC1", "--json"], as: desk.tier2)
+    #expect(tier2.status == 0)
+    #expect(try json(tier2.stdout)["revoked"] as? Int == 1)
+    let again = try desk.run(["remembered", "revoke", "jd123", "--ticket", "INC1"], as: desk.tier2)
+    #expect(again.status == 0)
+    #expect(again.stdout.contains("nothing to revoke"))
+    let unknown = try desk.run(["remembered", "revoke", "zz999", "--ticket", "INC1"], as: desk.tier2)
+    #expect(unknown.status == 67)
+    let flag = try desk.run(["remembered", "revoke", "jd123", "--ticket", "INC1", "--bogus"], as: desk.tier2)
+    #expect(flag.status == 64)
+  }
+
+  @Test("audit log shows who did what; audit verify exits 65 naming a tampered event")
+  func audit() throws {
+    let desk = try Desk()
+    _ = try desk.run(
+      ["remembered", "revoke", "jd123", "--ticket", "INC7", "--reason", "laptop stolen"], as: desk.tier2)
+    let log = try desk.run(["audit", "log", "--account", "jd123", "--json"], as: desk.tier1)
+    #expect(log.status == 0)
+    let events = try #require(try json(log.stdout)["events"] as? [[String: Any]])
+    #expect(events.count == 1)
+    #expect(events.first?["actor"] as? String == desk.tier2)
+    #expect(events.first?["action"] as? String == "remembered.revoked")
+    #expect(events.first?["ticket"] as? String == "INC7")
+    #expect(events.first?["reason"] as? String == "laptop stolen")
+    #expect((events.first?["details"] as? [String: Any])?["revoked"] as? Int == 1)
+    let auditor = try desk.database.createLogin(.auditor)
+    let ok = try desk.run(["audit", "verify", "--json"], as: auditor)
+    #expect(ok.status == 0)
+    #expect(try json(ok.stdout)["events"] as? Int == 1)
+    let notAuditor = try desk.run(["audit", "verify"], as: desk.tier1)
+    #expect(notAuditor.status == 77)
+    try desk.database.connect().runScript(
+      "SET session_replication_role = replica; UPDATE hms2fa.audit_events SET actor = 'someone' WHERE event_id = 1")
+    let tampered = try desk.run(["audit", "verify"], as: auditor)
+    #expect(tampered.status == 65)
+    #expect(tampered.stderr.contains("event 1"))
+  }
+
+  @Test("staff grant/revoke/list manage tiers and are audited under the operator's login")
+  func staff() throws {
+    let desk = try Desk()
+    let admin = try desk.database.connect()
+    let login = "\(desk.database.name)_newagent"
+    try admin.execute(Query(verbatim: "CREATE ROLE \(login) LOGIN"))
+    let grant = try desk.run(["staff", "grant", login, "--role", "tier1", "--ticket", "OPS-9"])
+    #expect(grant.status == 0)
+    let list = try desk.run(["staff", "list", "--json"])
+    let staff = try #require(try json(list.stdout)["staff"] as? [[String: Any]])
+    #expect(staff.contains { $0["login"] as? String == login && $0["role"] as? String == "tier1" })
+    #expect(try desk.run(["user", "show", "jd123"], as: login).status == 0)
+    let byAgent = try desk.run(["staff", "grant", login, "--role", "tier2", "--ticket", "OPS-9"], as: desk.tier2)
+    #expect(byAgent.status == 77)
+    #expect(try desk.run(["staff", "revoke", login, "--role", "tier1", "--ticket", "OPS-10"]).status == 0)
+    #expect(try desk.run(["user", "show", "jd123"], as: login).status == 77)
+    #expect(try desk.run(["staff", "grant", "no_such_login", "--role", "tier1", "--ticket", "OPS-9"]).status == 65)
+    let events = try AuditLog.events(AuditFilter(), on: admin).filter { $0.action.hasPrefix("staff.") }
+    #expect(events.map(\.action) == ["staff.granted", "staff.revoked"])
+    #expect(events.allSatisfy { $0.actor == TestCluster.superuser })
+  }
+
+  @Test("db migrate and db status through the tool")
+  func migrate() throws {
+    let database = try TestDatabase.create(migrated: false)
+    let first = try Tool.run(["db", "migrate", "--json", "--database", try database.conninfo()])
+    #expect(first.status == 0)
+    #expect((try json(first.stdout)["applied"] as? [String])?.count == Migrations.all.count)
+    let second = try Tool.run(["db", "migrate", "--database", try database.conninfo()])
+    #expect(second.status == 0)
+    #expect(second.stdout.contains("up to date"))
+    let status = try Tool.run(["db", "status", "--json", "--database", try database.conninfo()])
+    #expect(try json(status.stdout)["pending"] as? Int == 0)
+    let fresh = try TestDatabase.create(migrated: false)
+    let unmigrated = try Tool.run(["user", "show", "jd123", "--database", try fresh.conninfo()])
+    #expect(unmigrated.status == 78)
+    #expect(unmigrated.stderr.contains("db migrate"))
+  }
+
+  @Test("every command has --help with an example, and completion scripts generate")
+  func help() throws {
+    let commands: [[String]] = [
+      [], ["user", "show"], ["user", "find"], ["remembered", "list"], ["remembered", "revoke"],
+      ["audit", "log"], ["audit", "verify"], ["staff", "grant"], ["staff", "revoke"], ["staff", "list"],
+      ["db", "migrate"], ["db", "status"],
+    ]
+    for command in commands {
+      let out = try Tool.run(command + ["--help"])
+      #expect(out.status == 0, "\(command)")
+      #expect(out.stdout.contains("Example"), "\(command)")
+    }
+    for shell in ["bash", "zsh", "fish"] {
+      let out = try Tool.run(["--generate-completion-script", shell])
+      #expect(out.status == 0)
+      #expect(out.stdout.contains("hms2fa-admin"))
+    }
+  }
+}
