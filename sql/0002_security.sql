@@ -240,9 +240,10 @@ $$;
 
 -- Look-ups -------------------------------------------------------------------------------
 
--- One person, everything the desk needs on one screen, in one round trip.
-CREATE FUNCTION hms2fa_api.account_card(p_key text) RETURNS jsonb
-  LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- One person, everything the desk needs on one screen, in one round trip. Later migrations
+-- add sections in hms2fa_api.account_card.
+CREATE FUNCTION hms2fa.account_card_base(p_key text) RETURNS jsonb
+  LANGUAGE plpgsql STABLE
   SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -312,6 +313,11 @@ BEGIN
   RETURN v_card;
 END
 $$;
+
+CREATE FUNCTION hms2fa_api.account_card(p_key text) RETURNS jsonb
+  LANGUAGE sql STABLE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  RETURN hms2fa.account_card_base(p_key);
 GRANT EXECUTE ON FUNCTION hms2fa_api.account_card(text) TO hms2fa_tier1;
 
 -- People whose id, email or name starts with the text (case-insensitive).

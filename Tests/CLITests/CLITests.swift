@@ -23,8 +23,11 @@ struct CLITests {
       tier2 = try database.createLogin(.tier2)
     }
 
-    func run(_ arguments: [String], as login: String? = nil, stdin: String? = nil) throws -> Tool.Outcome {
-      try Tool.run(arguments + ["--database", try database.conninfo(user: login)], stdin: stdin)
+    func run(
+      _ arguments: [String], as login: String? = nil, stdin: String? = nil, environment: [String: String] = [:]
+    ) throws -> Tool.Outcome {
+      try Tool.run(
+        arguments + ["--database", try database.conninfo(user: login)], environment: environment, stdin: stdin)
     }
   }
 
@@ -211,7 +214,7 @@ struct CLITests {
     let commands: [[String]] = [
       [], ["user", "show"], ["user", "find"], ["remembered", "list"], ["remembered", "revoke"],
       ["audit", "log"], ["audit", "verify"], ["staff", "grant"], ["staff", "revoke"], ["staff", "list"],
-      ["db", "migrate"], ["db", "status"],
+      ["db", "migrate"], ["db", "status"], ["activation", "send"], ["activation", "list"], ["activation", "revoke"],
     ]
     for command in commands {
       let out = try Tool.run(command + ["--help"])
@@ -223,5 +226,80 @@ struct CLITests {
       #expect(out.status == 0)
       #expect(out.stdout.contains("hms2fa-admin"))
     }
+  }
+
+  @Test("activation send: tier1 emails the link to the email of record and never shows it; no tier is 77")
+  func activationSend() throws {
+    let desk = try Desk()
+    try Fixtures.device("jd123", activated: false, on: try desk.database.connect())
+    let maildir = TestCluster.scratch + "/cli-maildir-" + UUID().uuidString.prefix(8)
+    let environment = ["HMS2FA_MAILER": "maildir:\(maildir)"]
+    let out = try desk.run(
+      ["activation", "send", "jd123", "--ticket", "INC1", "--json"], as: desk.tier1, environment: environment)
+    #expect(out.status == 0, "\(out.stderr)")
+    let result = try json(out.stdout)
+    #expect(result["link_id"] as? Int != nil)
+    #expect(result["device_id"] as? Int != nil)
+    #expect(result["expires_at"] as? String != nil)
+    #expect(result["sent_to"] as? String == "jane_doe@hms.harvard.edu")
+    let files = try FileManager.default.contentsOfDirectory(atPath: maildir + "/new")
+    try #require(files.count == 1)
+    let message = try String(contentsOfFile: maildir + "/new/" + files[0], encoding: .utf8)
+    let prefix = "https://my.hms.harvard.edu/2fa/activate/"
+    let token = try #require(
+      message.components(separatedBy: "\r\n").first { $0.hasPrefix(prefix) }?.dropFirst(prefix.count))
+    #expect(token.count == 43)
+
+    let text = try desk.run(
+      ["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1, environment: environment)
+    #expect(text.status == 0)
+    #expect(text.stdout.contains("to jane_doe@hms.harvard.edu, the email of record"))
+    let list = try desk.run(["activation", "list", "jd123"], as: desk.tier1)
+    #expect(list.stdout.contains("superseded") && list.stdout.contains("outstanding"))
+    for output in [out.stdout, out.stderr, text.stdout, text.stderr, list.stdout] {
+      #expect(!output.contains(token))
+    }
+
+    let nobody = try desk.database.createLogin(nil)
+    let refused = try desk.run(
+      ["activation", "send", "jd123", "--ticket", "INC1"], as: nobody, environment: environment)
+    #expect(refused.status == 77)
+    #expect(refused.stderr.contains("needs hms2fa_tier1"))
+    let noTicket = try desk.run(["activation", "send", "jd123"], as: desk.tier1, environment: environment)
+    #expect(noTicket.status == 64)
+    let badMailer = try desk.run(
+      ["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1, environment: ["HMS2FA_MAILER": "smtp"])
+    #expect(badMailer.status == 78)
+    let tooLong = try desk.run(
+      ["activation", "send", "jd123", "--ticket", "INC1", "--valid-for", "8d"], as: desk.tier1, environment: environment
+    )
+    #expect(tooLong.status == 64)
+    let revoke = try desk.run(["activation", "revoke", "jd123", "--ticket", "INC1", "--json"], as: desk.tier1)
+    #expect(try json(revoke.stdout)["revoked"] as? Int == 1)
+  }
+
+  @Test("activation send with a broken sendmail: exit 69, one line, and the link no longer works")
+  func activationDeliveryFailure() throws {
+    let desk = try Desk()
+    try Fixtures.device("jd123", activated: false, on: try desk.database.connect())
+    let dir = TestCluster.scratch + "/cli-sendmail-" + UUID().uuidString.prefix(8)
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let program = dir + "/sendmail"
+    try "#!/bin/sh\ncat > \(dir)/message\necho 'sendmail: fatal: queue file write error' >&2\nexit 75\n".write(
+      toFile: program, atomically: true, encoding: .utf8)
+    try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: program)
+    let out = try desk.run(
+      ["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1,
+      environment: ["HMS2FA_MAILER": "sendmail:\(program)"])
+    #expect(out.status == 69)
+    #expect(out.stderr.split(separator: "\n").count == 1)
+    #expect(out.stderr.contains("queue file write error") && out.stderr.contains("was revoked"))
+    let message = try String(contentsOfFile: dir + "/message", encoding: .utf8)
+    let token = try #require(
+      message.components(separatedBy: "\r\n").first { $0.hasPrefix("https://") }?.split(separator: "/").last)
+    #expect(!out.stderr.contains(token) && !out.stdout.contains(token))
+    let signin = try desk.database.connect(as: try desk.database.createLogin(.signin))
+    let redeemed = try signin.queryFirst("SELECT hms2fa_api.redeem_activation_link(\(String(token))) AS d")
+    #expect(try redeemed?.decode("d", as: Int64?.self) == nil)
   }
 }

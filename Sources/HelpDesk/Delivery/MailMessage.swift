@@ -1,0 +1,143 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+/// A mailbox: an address with an optional display name, e.g. `Jane Doe <jd123@hms.harvard.edu>`.
+public struct Mailbox: Sendable, Hashable {
+  public var name: String?
+  public var address: String
+
+  public init(name: String? = nil, address: String) {
+    self.name = name
+    self.address = address
+  }
+
+  /// Parses `Name <addr@domain>` or a bare `addr@domain` (the form of HMS2FA_MAIL_FROM).
+  public init?(parsing text: String) {
+    let trimmed = text.trimmingASCIISpaces()
+    if trimmed.hasSuffix(">"), let open = trimmed.lastIndex(of: "<") {
+      let address = String(trimmed[trimmed.index(after: open)..<trimmed.index(before: trimmed.endIndex)])
+      var name = String(trimmed[..<open]).trimmingASCIISpaces()
+      if name.hasPrefix("\""), name.hasSuffix("\""), name.count >= 2 {
+        name = String(name.dropFirst().dropLast())
+      }
+      guard Mailbox.isAddress(address) else { return nil }
+      self.init(name: name.isEmpty ? nil : name, address: address)
+    } else {
+      guard Mailbox.isAddress(trimmed) else { return nil }
+      self.init(address: trimmed)
+    }
+  }
+
+  /// A plain `local@domain` of printable ASCII, without spaces, quotes or angle brackets.
+  static func isAddress(_ text: String) -> Bool {
+    let parts = text.split(separator: "@", omittingEmptySubsequences: false)
+    guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), text.utf8.count <= 254 else { return false }
+    return text.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && !"<>()[],;:\\\"".utf8.contains($0) }
+  }
+
+  /// The header form: RFC 2047-encoded name when it isn't plain ASCII, quoted otherwise.
+  var headerValue: String {
+    guard let name = MailMessage.headerSafe(name ?? ""), !name.isEmpty else { return "<\(address)>" }
+    if name.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) {
+      let escaped = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+      return "\"\(escaped)\" <\(address)>"
+    }
+    return MailMessage.encodedWords(name) + " <\(address)>"
+  }
+}
+
+/// A plain-text email in RFC 5322 form: Date, Message-ID, From, To, Subject (RFC 2047 when it
+/// isn't ASCII), MIME UTF-8 body, CRLF line ends.
+///
+/// Header values are made safe before use: line breaks and control characters become spaces,
+/// so nothing from the database can add a header.
+public struct MailMessage: Sendable {
+  public var from: Mailbox
+  public var to: Mailbox
+  public var subject: String
+  public var body: String
+  public var date: Date
+  public var messageID: String
+
+  public init(from: Mailbox, to: Mailbox, subject: String, body: String, date: Date = Date()) {
+    self.from = from
+    self.to = to
+    self.subject = subject
+    self.body = body
+    self.date = date
+    let random = Secrets.randomBytes(12).map { byte in
+      let hex = String(byte, radix: 16)
+      return hex.count == 1 ? "0" + hex : hex
+    }.joined()
+    let domain = from.address.split(separator: "@").last.map(String.init) ?? "localhost"
+    self.messageID = "<\(Int(date.timeIntervalSince1970)).\(random)@\(domain)>"
+  }
+
+  /// The message as bytes, ready for sendmail's stdin or a maildir file.
+  public func rendered() -> [UInt8] {
+    let subjectValue = MailMessage.headerSafe(subject) ?? ""
+    let headers = [
+      "Date: \(MailMessage.rfc5322Date(date))",
+      "From: \(from.headerValue)",
+      "To: \(to.headerValue)",
+      "Message-ID: \(messageID)",
+      "Subject: "
+        + (subjectValue.utf8.allSatisfy { $0 < 0x7F } ? subjectValue : MailMessage.encodedWords(subjectValue)),
+      "MIME-Version: 1.0",
+      "Content-Type: text/plain; charset=UTF-8",
+      "Content-Transfer-Encoding: 8bit",
+      "Auto-Submitted: auto-generated",
+    ]
+    // Body lines end in CRLF; a lone "." line is harmless with sendmail -oi and in a maildir.
+    var lines: [String] = []
+    for line in body.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
+      lines.append(String(line))
+    }
+    return Array((headers.joined(separator: "\r\n") + "\r\n\r\n" + lines.joined(separator: "\r\n") + "\r\n").utf8)
+  }
+
+  /// The text with CR, LF and other control characters replaced by spaces; nil for nil.
+  static func headerSafe(_ text: String?) -> String? {
+    guard let text else { return nil }
+    return String(
+      String.UnicodeScalarView(
+        text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) ? " " : $0 })
+    ).trimmingASCIISpaces()
+  }
+
+  /// RFC 2047 "B" encoded words, each at most 75 characters, never splitting a character.
+  static func encodedWords(_ text: String) -> String {
+    var words: [String] = []
+    var chunk: [UInt8] = []
+    for character in text {
+      let bytes = Array(String(character).utf8)
+      if chunk.count + bytes.count > 45 {  // 45 bytes -> 60 base64 characters + 12 of framing
+        words.append("=?UTF-8?B?\(Data(chunk).base64EncodedString())?=")
+        chunk = []
+      }
+      chunk += bytes
+    }
+    if !chunk.isEmpty { words.append("=?UTF-8?B?\(Data(chunk).base64EncodedString())?=") }
+    return words.joined(separator: "\r\n ")
+  }
+
+  /// `Sun, 29 Nov 2026 19:44:50 +0000`.
+  static func rfc5322Date(_ date: Date) -> String {
+    var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+    var parts = tm()
+    gmtime_r(&seconds, &parts)
+    let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+    return "\(days[Int(parts.tm_wday)]), \(parts.tm_mday) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+      + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) +0000"
+  }
+}

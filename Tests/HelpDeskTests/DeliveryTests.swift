@@ -1,0 +1,157 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import HelpDesk
+
+/// A scratch directory for one test.
+func scratchDirectory(_ label: String) throws -> String {
+  let path = TestCluster.scratch + "/\(label)-" + UUID().uuidString.prefix(8)
+  try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  return path
+}
+
+/// Writes an executable shell script and returns its path.
+func script(_ body: String, in directory: String, name: String = "program") throws -> String {
+  let path = directory + "/" + name
+  try ("#!/bin/sh\n" + body + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+  try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+  return path
+}
+
+@Suite("mail and SMS transports")
+struct DeliveryTests {
+  let from = Mailbox(name: "HMS IT Service Desk", address: "itservicedesk@hms.harvard.edu")
+
+  @Test("a message is RFC 5322: Date, Message-ID, From, To, MIME UTF-8, CRLF line ends")
+  func rendering() throws {
+    let date = Date(timeIntervalSince1970: 1_796_068_800)  // 2026-11-30 20:00:00 UTC
+    let message = MailMessage(
+      from: from, to: Mailbox(name: "Jane Doe", address: "jd@hms.harvard.edu"), subject: "Hello",
+      body: "line one\nline two", date: date)
+    let text = String(decoding: message.rendered(), as: UTF8.self)
+    let (head, body) = try #require(text.range(of: "\r\n\r\n").map { (text[..<$0.lowerBound], text[$0.upperBound...]) })
+    let headers = head.components(separatedBy: "\r\n")
+    #expect(headers.contains("Date: Mon, 30 Nov 2026 20:00:00 +0000"))
+    #expect(headers.contains("From: \"HMS IT Service Desk\" <itservicedesk@hms.harvard.edu>"))
+    #expect(headers.contains("To: \"Jane Doe\" <jd@hms.harvard.edu>"))
+    #expect(headers.contains("Content-Type: text/plain; charset=UTF-8"))
+    #expect(headers.contains { $0.hasPrefix("Message-ID: <") && $0.hasSuffix("@hms.harvard.edu>") })
+    #expect(body == "line one\r\nline two\r\n")
+    #expect(!text.replacingOccurrences(of: "\r\n", with: "").contains("\n"))
+  }
+
+  @Test("non-ASCII names and subjects are RFC 2047 encoded words; line breaks can't add headers")
+  func headerSafety() {
+    let message = MailMessage(
+      from: from, to: Mailbox(name: "José Ñúñez\r\nBcc: attacker@example.com", address: "jn@hms.harvard.edu"),
+      subject: "Überprüfung: your link", body: "x")
+    let text = String(decoding: message.rendered(), as: UTF8.self)
+    let headers = text.components(separatedBy: "\r\n\r\n")[0].components(separatedBy: "\r\n")
+    #expect(!headers.contains { $0.hasPrefix("Bcc:") })
+    let to = headers.first { $0.hasPrefix("To: ") } ?? ""
+    #expect(to.hasPrefix("To: =?UTF-8?B?"))
+    #expect(headers.first { $0.hasPrefix("Subject: ") }?.hasPrefix("Subject: =?UTF-8?B?") == true)
+    let headerBlock = text.components(separatedBy: "\r\n\r\n")[0]
+    let allASCII = headerBlock.unicodeScalars.allSatisfy { $0.isASCII }
+    #expect(allASCII)
+    // The encoded name decodes back to the name, the line break turned into a space.
+    let encoded = to.dropFirst(4).components(separatedBy: " <")[0]
+    let words = encoded.components(separatedBy: "\r\n ").map { $0.dropFirst(10).dropLast(2) }
+    let decoded = words.compactMap { Data(base64Encoded: String($0)) }.reduce(Data(), +)
+    #expect(String(decoding: decoded, as: UTF8.self) == "José Ñúñez  Bcc: attacker@example.com")
+  }
+
+  @Test("maildir: one file in new/, nothing left in tmp/")
+  func maildir() throws {
+    let dir = try scratchDirectory("maildir") + "/Maildir"
+    let mailer = Mailer.maildir(directory: dir)
+    let message = MailMessage(from: from, to: Mailbox(address: "a@hms.harvard.edu"), subject: "s", body: "b")
+    try mailer.deliver(message, timeout: 5)
+    try mailer.deliver(message, timeout: 5)
+    let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/new")
+    #expect(files.count == 2)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/tmp").isEmpty)
+    let stored = try Data(contentsOf: URL(fileURLWithPath: dir + "/new/" + files[0]))
+    #expect(Array(stored) == message.rendered())
+  }
+
+  @Test("sendmail gets the message on stdin with -t -oi")
+  func sendmail() throws {
+    let dir = try scratchDirectory("sendmail")
+    let program = try script("echo \"$@\" > \(dir)/args; cat > \(dir)/message", in: dir)
+    let message = MailMessage(from: from, to: Mailbox(address: "a@hms.harvard.edu"), subject: "s", body: "b")
+    try Mailer.sendmail(program: program).deliver(message, timeout: 5)
+    #expect(try String(contentsOfFile: dir + "/args", encoding: .utf8) == "-t -oi\n")
+    #expect(Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/message"))) == message.rendered())
+  }
+
+  @Test("a failing program is a delivery failure that names its status and first error line")
+  func failingProgram() throws {
+    let dir = try scratchDirectory("failing")
+    let program = try script("cat >/dev/null; echo 'mail queue is full' >&2; echo more >&2; exit 75", in: dir)
+    let message = MailMessage(from: from, to: Mailbox(address: "a@hms.harvard.edu"), subject: "s", body: "b")
+    let error = #expect(throws: DeliveryFailure.self) {
+      try Mailer.sendmail(program: program).deliver(message, timeout: 5)
+    }
+    #expect(error?.reason.contains("exited with status 75: mail queue is full") == true)
+  }
+
+  @Test("a program that hangs is killed, with what it started, after the timeout")
+  func hangingProgram() throws {
+    let dir = try scratchDirectory("hanging")
+    let program = try script("sleep 60 & echo $! > \(dir)/child; wait", in: dir)
+    let started = Date()
+    let error = #expect(throws: DeliveryFailure.self) {
+      try SMSGateway.command(program: program).deliver(
+        PhoneMessage(to: "+16175550100", channel: .sms, body: "x"), timeout: 1)
+    }
+    #expect(error?.reason.contains("did not finish within 1 s") == true)
+    #expect(Date().timeIntervalSince(started) < 20)
+    let child = try #require(
+      Int32(try String(contentsOfFile: dir + "/child", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))
+    )
+    usleep(200_000)
+    // Gone, or a zombie waiting for init to reap it: either way no longer running.
+    let stat = (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8)) ?? ""
+    let state = stat.split(separator: ")").last?.split(separator: " ").first
+    #expect(stat.isEmpty || state == "Z", "the program's own child was left running: \(stat)")
+  }
+
+  @Test("SMS: a command gets one JSON object; a spool gets one JSON file per message")
+  func sms() throws {
+    let dir = try scratchDirectory("sms")
+    let program = try script("cat > \(dir)/received", in: dir)
+    let message = PhoneMessage(to: "+16175550100", channel: .voice, body: "Your code is 1 2 3")
+    try SMSGateway.command(program: program).deliver(message, timeout: 5)
+    let received = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/received")))
+    #expect(received as? [String: String] == ["to": "+16175550100", "channel": "voice", "body": "Your code is 1 2 3"])
+    let spool = dir + "/spool"
+    try SMSGateway.spool(directory: spool).deliver(message, timeout: 5)
+    let files = try FileManager.default.contentsOfDirectory(atPath: spool)
+    #expect(files.count == 1 && files[0].hasSuffix(".json") && !files[0].hasPrefix("."))
+  }
+
+  @Test("settings: unknown transports, a missing program, a clear-text URL are configuration errors (78)")
+  func configuration() throws {
+    for bad in ["smtp://relay", "maildir:", "sendmail:relative/path", "sendmail:/nonexistent/sendmail"] {
+      let error = #expect(throws: DeskError.self) { try Mailer.fromEnvironment(["HMS2FA_MAILER": bad]) }
+      #expect(error?.status == .configuration, "\(bad)")
+    }
+    #expect(try Mailer.fromEnvironment(["HMS2FA_MAILER": "maildir:/tmp/x"]) == .maildir(directory: "/tmp/x"))
+    #expect((try? SMSGateway.fromEnvironment([:])) == nil)
+    let unset = #expect(throws: DeskError.self) { try SMSGateway.fromEnvironment([:]) }
+    #expect(unset?.status == .configuration)
+    let http = #expect(throws: DeskError.self) {
+      try DeliverySettings.fromEnvironment(["HMS2FA_ACTIVATION_URL": "http://example.com/a"])
+    }
+    #expect(http?.status == .configuration)
+    let from = #expect(throws: DeskError.self) {
+      try DeliverySettings.fromEnvironment(["HMS2FA_MAIL_FROM": "not an address"])
+    }
+    #expect(from?.status == .configuration)
+    let defaults = try? DeliverySettings.fromEnvironment(["HMS2FA_ACTIVATION_URL": "https://x.example/a/"])
+    #expect(defaults?.activationURL == "https://x.example/a")
+    #expect(defaults?.timeout == 30)
+  }
+}
