@@ -11,6 +11,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
   ],
   targets: [
     .systemLibrary(
@@ -19,6 +20,8 @@ let package = Package(
       providers: [.apt(["libpq-dev"])]
     ),
     .target(name: "Postgres", dependencies: ["CLibPQ"]),
+    // libphonenumber (Debian's libphonenumber-dev, no pkg-config file) behind a plain C interface.
+    .target(name: "CPhoneNumber", linkerSettings: [.linkedLibrary("phonenumber")]),
     .executableTarget(name: "embed-migrations"),
     .plugin(
       name: "EmbedMigrations",
@@ -29,6 +32,7 @@ let package = Package(
       name: "HelpDesk",
       dependencies: [
         "Postgres",
+        "CPhoneNumber",
         .product(name: "Crypto", package: "swift-crypto"),
       ],
       plugins: ["EmbedMigrations"]
@@ -44,7 +48,13 @@ let package = Package(
     .executableTarget(name: "hms2fa-admin", dependencies: ["HelpDeskCLI"]),
     .target(name: "TestSupport", dependencies: ["Postgres", "HelpDesk"], path: "Tests/TestSupport"),
     .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
-    .testTarget(name: "HelpDeskTests", dependencies: ["HelpDesk", "Postgres", "TestSupport"]),
+    .testTarget(
+      name: "HelpDeskTests",
+      dependencies: [
+        "HelpDesk", "Postgres", "TestSupport",
+        .product(name: "PropertyBased", package: "swift-property-based"),
+      ]
+    ),
     .testTarget(name: "CLITests", dependencies: ["HelpDesk", "Postgres", "TestSupport"]),
   ],
   swiftLanguageModes: [.v6]

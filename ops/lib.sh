@@ -23,6 +23,8 @@ ensure_prerequisites() {
   local missing=()
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   pkg-config --exists libpq 2>/dev/null || missing+=(libpq-dev)
+  # libphonenumber ships no pkg-config file: look for its header.
+  [ -f /usr/include/phonenumbers/phonenumberutil.h ] || missing+=(libphonenumber-dev)
   [ -n "$(pg_bindir)" ] || missing+=(postgresql-15)
   command -v swift >/dev/null 2>&1 || [ -x /opt/swift/usr/bin/swift ] || die "Swift 6 is not installed (expected on PATH or in /opt/swift)"
   if [ ${#missing[@]} -gt 0 ]; then
