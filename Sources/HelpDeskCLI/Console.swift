@@ -43,6 +43,8 @@ struct Console {
     }
   }
 
+  func writeStderrPublic(_ text: String) { writeStderr(text) }
+
   private func writeStderr(_ text: String) {
     fflush(nil)
     var bytes = Array(text.utf8)
@@ -87,4 +89,33 @@ func shown(_ text: String?) -> String {
     out += invisible ? "\\u{\(String(scalar.value, radix: 16))}" : String(scalar)
   }
   return out
+}
+
+extension Console {
+  /// One line from stdin; on a terminal, after a prompt on stderr and without echo.
+  static func readSecretLine(prompt: String) -> String? {
+    let terminal = isatty(STDIN_FILENO) == 1
+    var saved = termios()
+    if terminal {
+      Console(json: false).writeStderrPublic(prompt)
+      tcgetattr(STDIN_FILENO, &saved)
+      var quiet = saved
+      quiet.c_lflag &= ~tcflag_t(ECHO)
+      tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet)
+    }
+    defer {
+      if terminal {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved)
+        Console(json: false).writeStderrPublic("\n")
+      }
+    }
+    var bytes: [UInt8] = []
+    var byte: UInt8 = 0
+    while bytes.count < 256, read(STDIN_FILENO, &byte, 1) == 1 {
+      if byte == 0x0A { break }
+      bytes.append(byte)
+    }
+    if bytes.last == 0x0D { bytes.removeLast() }
+    return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
+  }
 }

@@ -215,6 +215,7 @@ struct CLITests {
       [], ["user", "show"], ["user", "find"], ["remembered", "list"], ["remembered", "revoke"],
       ["audit", "log"], ["audit", "verify"], ["staff", "grant"], ["staff", "revoke"], ["staff", "list"],
       ["db", "migrate"], ["db", "status"], ["activation", "send"], ["activation", "list"], ["activation", "revoke"],
+      ["phone", "owner"], ["phone", "verify"], ["phone", "confirm"], ["identity", "check"], ["identity", "confirm"],
     ]
     for command in commands {
       let out = try Tool.run(command + ["--help"])
@@ -301,5 +302,60 @@ struct CLITests {
     let signin = try desk.database.connect(as: try desk.database.createLogin(.signin))
     let redeemed = try signin.queryFirst("SELECT hms2fa_api.redeem_activation_link(\(String(token))) AS d")
     #expect(try redeemed?.decode("d", as: Int64?.self) == nil)
+  }
+
+  @Test("phone verify and confirm: codes through the spool, the code on stdin, the contract's fields and exits")
+  func phone() throws {
+    let desk = try Desk()
+    let admin = try desk.database.connect()
+    try Fixtures.account("tl321", on: admin)
+    try Fixtures.device("tl321", phone: "+16175550188", on: admin)
+    let spool = TestCluster.scratch + "/cli-spool-" + UUID().uuidString.prefix(8)
+    let sms = ["HMS2FA_SMS": "spool:\(spool)"]
+
+    let unset = try desk.run(
+      ["phone", "verify", "jd123", "617-555-0188", "--via", "sms", "--ticket", "T1"], as: desk.tier1)
+    #expect(unset.status == 78)
+    #expect(unset.stderr.contains("HMS2FA_SMS"))
+    for bad in ["617-555", "1-800-FLOWERS", "+999 1234567", "12345678901234567890", ""] {
+      let out = try desk.run(["phone", "owner", bad], as: desk.tier1)
+      #expect(out.status == 65, "\(bad)")
+      #expect(out.stderr.split(separator: "\n").count == 1, "\(bad)")
+    }
+
+    let sent = try desk.run(
+      ["phone", "verify", "jd123", "(617) 555-0188", "--via", "sms", "--ticket", "T1", "--json"], as: desk.tier1,
+      environment: sms)
+    #expect(sent.status == 0, "\(sent.stderr)")
+    let document = try json(sent.stdout)
+    #expect(document["verification_id"] as? Int != nil)
+    #expect(document["expires_at"] as? String != nil)
+    let files = try FileManager.default.contentsOfDirectory(atPath: spool)
+    let message = try #require(
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: spool + "/" + files[0])))
+        as? [String: String])
+    let code = String(try #require(message["body"]).filter(\.isNumber).prefix(6))
+    #expect(!sent.stdout.contains(code) && !sent.stderr.contains(code))
+
+    let tier1Release = try desk.run(
+      ["phone", "confirm", "jd123", "+16175550188", "--ticket", "T1", "--release"], as: desk.tier1, stdin: code + "\n",
+      environment: ["HMS2FA_MAILER": "maildir:\(spool)-mail"])
+    #expect(tier1Release.status == 77)
+    #expect(tier1Release.stderr.contains("hms2fa_tier2"))
+
+    let confirmed = try desk.run(
+      ["phone", "confirm", "jd123", "617.555.0188", "--ticket", "T1", "--release", "--json"], as: desk.tier2,
+      stdin: code + "\n", environment: ["HMS2FA_MAILER": "maildir:\(spool)-mail"])
+    #expect(confirmed.status == 0, "\(confirmed.stderr)")
+    let result = try json(confirmed.stdout)
+    #expect(result["verified"] as? Bool == true)
+    #expect(result["released_from"] as? [String] == ["tl321"])
+    #expect(try FileManager.default.contentsOfDirectory(atPath: "\(spool)-mail/new").count == 1)
+
+    let owner = try json(try desk.run(["phone", "owner", "+1 617 555 0188", "--json"], as: desk.tier1).stdout)
+    #expect(owner["phone"] as? String == "+16175550188")
+    #expect((owner["accounts"] as? [Any])?.isEmpty == true)
+    #expect((owner["history"] as? [[String: Any]])?.first?["account_id"] as? String == "tl321")
+    #expect((owner["verifications"] as? [[String: Any]])?.first?["state"] as? String == "verified")
   }
 }

@@ -1,0 +1,316 @@
+import ArgumentParser
+import HelpDesk
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+extension PhoneMessage.Channel: ExpressibleByArgument {}
+
+/// Parses a phone number as people write it; a bad one is exit 65 (78 for a bad default region).
+func parsePhone(_ text: String) throws(DeskError) -> PhoneNumber {
+  do {
+    return try PhoneNumber(parsing: text)
+  } catch {
+    throw error.deskError
+  }
+}
+
+/// The code the caller reads out: the argument, or (when it is absent or `-`) a line from stdin,
+/// read without echo on a terminal, so it needn't appear in the process list or shell history.
+func readCode(_ argument: String?) throws(DeskError) -> String {
+  if let argument, argument != "-" { return argument }
+  guard let line = Console.readSecretLine(prompt: "code the person received: ") else {
+    throw .usage("no code given: pass it as an argument or on stdin")
+  }
+  return line
+}
+
+struct PhoneCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "phone",
+    abstract: "Who has a phone number, and proving that a caller owns it.",
+    subcommands: [Owner.self, Verify.self, Confirm.self]
+  )
+
+  struct Owner: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Everyone with a device in use on the number, who had it before, and who proved it.",
+      discussion: """
+        The number may be written as people do: (617) 432-2000, 617.432.2000, +44 20 7946 0000, \
+        011 44 20 7946 0000. Without a country code it belongs to HMS2FA_DEFAULT_REGION (default US).
+
+        Example:
+          hms2fa-admin phone owner "(617) 555-0188"
+        """
+    )
+
+    @Argument(help: "The phone number.")
+    var phone: String
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let number = try parsePhone(phone)
+      let db = try global.connect()
+      let owner = try PhoneVerification.owner(of: number, on: db)
+      global.console.emit(.raw(owner.json)) {
+        var lines = ["\(owner.phone)  (\(number.international))"]
+        lines.append(
+          owner.accounts.isEmpty
+            ? "\nin use: by nobody"
+            : "\nin use:\n"
+              + table(
+                ["ACCOUNT", "NAME", "DEVICE", "KIND", "LABEL", "STATE", "SINCE", "LAST USED"],
+                owner.accounts.map {
+                  [
+                    $0.accountId, shown($0.displayName), String($0.deviceId), $0.kind, shown($0.label), $0.state,
+                    $0.since, $0.lastUsedAt ?? "never",
+                  ]
+                }, indent: "  "))
+        if !owner.history.isEmpty {
+          lines.append(
+            "\nbefore:\n"
+              + table(
+                ["ACCOUNT", "DEVICE", "KIND", "SINCE", "RETIRED", "WHY"],
+                owner.history.map {
+                  [$0.accountId, String($0.deviceId), $0.kind, $0.since, $0.retiredAt, shown($0.retiredReason)]
+                }, indent: "  "))
+        }
+        lines.append(
+          owner.verifications.isEmpty
+            ? "\nverifications: none"
+            : "\nverifications:\n"
+              + table(
+                ["ID", "ACCOUNT", "PURPOSE", "AT", "VIA", "BY", "RESULT"],
+                owner.verifications.map {
+                  [String($0.verificationId), $0.accountId, $0.purpose, $0.at, $0.channel, shown($0.actor), $0.state]
+                }, indent: "  "))
+        return lines.joined(separator: "\n")
+      }
+    }
+  }
+
+  struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Send a 6-digit code to a phone the caller says is theirs (tier1).",
+      discussion: """
+        The code goes by text message (--via sms) or a voice call that reads it out (--via voice), \
+        through HMS2FA_SMS. It works for 10 minutes; a new code replaces the old one; at most 3 \
+        codes per number per hour. Then ask the caller for it and run phone confirm.
+
+        Example:
+          hms2fa-admin phone verify cd222 "617-555-0188" --via sms --ticket INC0012345
+        """
+    )
+
+    @Argument(help: "HMS Account ID of the caller.")
+    var account: String
+
+    @Argument(help: "The phone number.")
+    var phone: String
+
+    @Option(help: "sms or voice.")
+    var via: PhoneMessage.Channel
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let id = try AccountID(parsing: account)
+      let number = try parsePhone(phone)
+      let environment = ProcessInfo.processInfo.environment
+      let gateway = try SMSGateway.fromEnvironment(environment)
+      let settings = try DeliverySettings.fromEnvironment(environment)
+      let db = try global.connect()
+      let sent = try PhoneVerification.verify(
+        id, phone: number, via: via, ticket: try change.parsedTicket, gateway: gateway, timeout: settings.timeout,
+        on: db)
+      emitSent(sent, account: id, channel: via, console: global.console, next: "phone confirm \(id) \(sent.phone)")
+    }
+  }
+
+  struct Confirm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Check the code the caller received (tier1; --release needs tier2).",
+      discussion: """
+        Five wrong tries end the code. When the number is on a device of another account, the \
+        result says so; with --release (tier2) those devices are retired ("number reassigned") \
+        and each former holder is emailed a notice at their email of record (HMS2FA_MAILER).
+
+        Leave out CODE (or give -) to type it at a prompt without echo, or pipe it on stdin.
+
+        Example:
+          hms2fa-admin phone confirm cd222 "617-555-0188" --ticket INC0012345
+          hms2fa-admin phone confirm cd222 +16175550188 --ticket INC0012345 --release
+        """
+    )
+
+    @Argument(help: "HMS Account ID of the caller.")
+    var account: String
+
+    @Argument(help: "The phone number.")
+    var phone: String
+
+    @Argument(help: "The 6-digit code (omit or - to read it from stdin).")
+    var code: String?
+
+    @Flag(help: "Retire other accounts' devices on this number and notify them (tier2).")
+    var release = false
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let id = try AccountID(parsing: account)
+      let number = try parsePhone(phone)
+      let environment = ProcessInfo.processInfo.environment
+      // The notices' transport is checked before anything changes.
+      let mail =
+        release ? (try Mailer.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment)) : nil
+      let codeText = try readCode(code)
+      let db = try global.connect()
+      let result = try PhoneVerification.confirm(
+        id, purpose: .ownership, phone: number, code: codeText, ticket: try change.parsedTicket, release: release,
+        on: db)
+      var failures: [String] = []
+      if let mail, !result.released.isEmpty {
+        failures = PhoneVerification.notifyReleased(
+          result.released, phone: result.phone, mailer: mail.0, settings: mail.1)
+      }
+      for failure in failures { global.console.note("hms2fa-admin: warning: \(failure)") }
+      let others = result.otherHolders.map { "\($0.accountId) (device \($0.deviceId))" }
+      global.console.emit(
+        .object([
+          ("account_id", .string(id.value)), ("phone", .string(result.phone)), ("verified", .bool(true)),
+          (
+            "other_holders",
+            .array(
+              result.otherHolders.map {
+                .object([("account_id", .string($0.accountId)), ("device_id", .int($0.deviceId))])
+              }
+            )
+          ),
+          ("released_from", .array(result.released.map { .string($0.accountId) })),
+          ("notices_failed", .int(failures.count)),
+        ])
+      ) {
+        var text = "verified: \(id) owns \(result.phone)"
+        if !result.released.isEmpty {
+          text +=
+            "\nreleased the number from \(result.released.map(\.accountId).joined(separator: ", ")) "
+            + "(devices retired: number reassigned); \(result.released.count - failures.count) notice(s) emailed"
+        } else if !others.isEmpty {
+          text +=
+            "\nthe number is still on a device of another account: \(others.joined(separator: ", "))"
+            + "\na tier-2 agent can release it: hms2fa-admin phone confirm … --release (needs a new code)"
+        }
+        return text
+      }
+    }
+  }
+}
+
+func emitSent(_ sent: SentCode, account: AccountID, channel: PhoneMessage.Channel, console: Console, next: String) {
+  console.emit(
+    .object([
+      ("account_id", .string(account.value)), ("verification_id", .int(sent.verificationID)),
+      ("phone", .string(sent.phone)), ("channel", .string(channel.rawValue)),
+      ("device_id", sent.deviceID.map { .int($0) } ?? .null),
+      ("expires_at", .string(sent.expiresAt.iso8601UTC())), ("replaced", .int(sent.replaced)),
+    ])
+  ) {
+    "sent a code by \(channel == .sms ? "text message" : "voice call") to \(sent.phone) "
+      + "(verification \(sent.verificationID), works until \(sent.expiresAt.iso8601UTC())"
+      + (sent.replaced > 0 ? "; the earlier code no longer works" : "") + ")"
+      + "\nask the person to read it to you, then: hms2fa-admin \(next) CODE --ticket …"
+  }
+}
+
+struct IdentityCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "identity",
+    abstract: "Check a caller's identity with a code sent to a phone already on file.",
+    discussion: """
+      The proof lasts 15 minutes; enrollment reset --verified-via code-on-file needs it.
+      """,
+    subcommands: [Check.self, Confirm.self]
+  )
+
+  struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Send a code to the account's default phone, or to one of its phones by --device (tier1).",
+      discussion: """
+        Never to a number the caller gives: only to a phone on file for the account.
+
+        Example:
+          hms2fa-admin identity check jd123 --via voice --ticket INC0012345
+        """
+    )
+
+    @Argument(help: "HMS Account ID.")
+    var account: String
+
+    @Option(help: "A phone of the account's, by device id (see user show); default: its default device.")
+    var device: Int64?
+
+    @Option(help: "sms or voice.")
+    var via: PhoneMessage.Channel
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let id = try AccountID(parsing: account)
+      if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
+      let environment = ProcessInfo.processInfo.environment
+      let gateway = try SMSGateway.fromEnvironment(environment)
+      let settings = try DeliverySettings.fromEnvironment(environment)
+      let db = try global.connect()
+      let sent = try PhoneVerification.identityCheck(
+        id, device: device, via: via, ticket: try change.parsedTicket, gateway: gateway, timeout: settings.timeout,
+        on: db)
+      emitSent(sent, account: id, channel: via, console: global.console, next: "identity confirm \(id)")
+    }
+  }
+
+  struct Confirm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Check the code; a right one is an identity proof for 15 minutes (tier1).",
+      discussion: """
+        Leave out CODE (or give -) to type it at a prompt without echo, or pipe it on stdin.
+
+        Example:
+          hms2fa-admin identity confirm jd123 --ticket INC0012345
+        """
+    )
+
+    @Argument(help: "HMS Account ID.")
+    var account: String
+
+    @Argument(help: "The 6-digit code (omit or - to read it from stdin).")
+    var code: String?
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let id = try AccountID(parsing: account)
+      let codeText = try readCode(code)
+      let db = try global.connect()
+      let result = try PhoneVerification.confirm(
+        id, purpose: .identity, phone: nil, code: codeText, ticket: try change.parsedTicket, on: db)
+      global.console.emit(
+        .object([
+          ("account_id", .string(id.value)), ("phone", .string(result.phone)), ("verified", .bool(true)),
+          ("proof_valid_until", .string(Date().addingTimeInterval(15 * 60).iso8601UTC())),
+        ])
+      ) {
+        "verified: the caller received the code sent to \(result.phone), on file for \(id); "
+          + "the proof lasts 15 minutes (enrollment reset --verified-via code-on-file)"
+      }
+    }
+  }
+}
