@@ -119,3 +119,11 @@ extension Console {
     return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
   }
 }
+
+extension Console {
+  /// One line from stdin after a prompt on stderr (with echo); nil at end of input.
+  static func readLine(prompt: String) -> String? {
+    Console(json: false).writeStderrPublic(prompt)
+    return Swift.readLine(strippingNewline: true)
+  }
+}

@@ -216,6 +216,7 @@ struct CLITests {
       ["audit", "log"], ["audit", "verify"], ["staff", "grant"], ["staff", "revoke"], ["staff", "list"],
       ["db", "migrate"], ["db", "status"], ["activation", "send"], ["activation", "list"], ["activation", "revoke"],
       ["phone", "owner"], ["phone", "verify"], ["phone", "confirm"], ["identity", "check"], ["identity", "confirm"],
+      ["enrollment", "reset"], ["enrollment", "approve"], ["enrollment", "requests"],
     ]
     for command in commands {
       let out = try Tool.run(command + ["--help"])
@@ -357,5 +358,63 @@ struct CLITests {
     #expect((owner["accounts"] as? [Any])?.isEmpty == true)
     #expect((owner["history"] as? [[String: Any]])?.first?["account_id"] as? String == "tl321")
     #expect((owner["verifications"] as? [[String: Any]])?.first?["state"] as? String == "verified")
+  }
+
+  @Test("enrollment reset: --yes off a terminal, the contract's fields, a notice, a request for high risk")
+  func enrollmentReset() throws {
+    let desk = try Desk()
+    let admin = try desk.database.connect()
+    let maildir = TestCluster.scratch + "/cli-reset-" + UUID().uuidString.prefix(8)
+    let mail = ["HMS2FA_MAILER": "maildir:\(maildir)"]
+    let base = ["enrollment", "reset", "jd123", "--ticket", "INC5", "--verified-via", "in-person"]
+
+    let noYes = try desk.run(base, as: desk.tier2, environment: mail)
+    #expect(noYes.status == 64)
+    #expect(noYes.stderr.contains("--yes"))
+    let dry = try desk.run(base + ["--dry-run", "--json"], as: desk.tier2, environment: mail)
+    #expect(dry.status == 0)
+    #expect((try json(dry.stdout)["devices"] as? [Any])?.count == 1)
+    let tier1 = try desk.run(base + ["--yes"], as: desk.tier1, environment: mail)
+    #expect(tier1.status == 77)
+    let card = try json(try desk.run(["user", "show", "jd123", "--json"], as: desk.tier1).stdout)
+    #expect(card["enrollment"] as? String == "enrolled", "nothing changed so far")
+    let badVia = try desk.run(
+      ["enrollment", "reset", "jd123", "--ticket", "INC5", "--verified-via", "trust-me", "--yes"], as: desk.tier2)
+    #expect(badVia.status == 64)
+
+    let done = try desk.run(base + ["--yes", "--json"], as: desk.tier2, environment: mail)
+    #expect(done.status == 0, "\(done.stderr)")
+    let result = try json(done.stdout)
+    #expect(result["status"] as? String == "reset")
+    #expect(result["devices_retired"] as? Int == 1)
+    #expect(result["links_revoked"] as? Int == 0)
+    #expect(result["browsers_revoked"] as? Int == 1)
+    #expect(result["enrollment"] as? String == "not_enrolled")
+    #expect(result["start_setup_visible"] as? Bool == true)
+    #expect(result["notice_sent"] as? Bool == true)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: maildir + "/new").count == 1)
+    let nothing = try desk.run(base + ["--yes"], as: desk.tier2, environment: mail)
+    #expect(nothing.status == 0)
+    #expect(nothing.stdout.contains("nothing to reset"))
+
+    try Fixtures.account("dean01", highRisk: true, on: admin)
+    try Fixtures.device("dean01", on: admin)
+    let request = try desk.run(
+      ["enrollment", "reset", "dean01", "--ticket", "INC6", "--verified-via", "in-person", "--yes", "--json"],
+      as: desk.tier2, environment: mail)
+    #expect(request.status == 0)
+    let pending = try json(request.stdout)
+    #expect(pending["status"] as? String == "pending_approval")
+    let id = try #require(pending["request_id"] as? Int)
+    let own = try desk.run(
+      ["enrollment", "approve", String(id), "--ticket", "INC6"], as: desk.tier2, environment: mail)
+    #expect(own.status == 77)
+    let second = try desk.database.createLogin(.tier2)
+    let broken = ["HMS2FA_MAILER": "sendmail:/bin/false"]
+    let approved = try desk.run(
+      ["enrollment", "approve", String(id), "--ticket", "INC6"], as: second, environment: broken)
+    #expect(approved.status == 0, "a notice that can't be delivered doesn't undo the reset")
+    #expect(approved.stderr.contains("the reset stands"))
+    #expect(approved.stdout.contains("\"Start setup\" now shows"))
   }
 }

@@ -1,0 +1,282 @@
+import ArgumentParser
+import HelpDesk
+import Postgres
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
+extension IdentityVerification: ExpressibleByArgument {}
+
+struct EnrollmentCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "enrollment",
+    abstract: "Reset a stale enrollment so that \"Start setup\" shows again (tier2).",
+    subcommands: [Reset.self, Approve.self, Requests.self]
+  )
+
+  struct Reset: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Retire every device, revoke links, remembered browsers and codes, in one transaction.",
+      discussion: """
+        The riskiest thing the desk does: a wrong reset hands someone's account to whoever is on \
+        the phone. Verify the caller first and say how with --verified-via:
+          code-on-file  a code sent to a phone on file (identity check / identity confirm) in the
+                        last 15 minutes; the database checks it
+          callback      you called back a number on file
+          in-person     they are at the desk with an ID
+          video         a video call with an ID
+          manager       their manager vouched for them
+
+        The plan is shown first; on a terminal you confirm by typing the account id; without a \
+        terminal, --yes is required. A high-risk account, a second reset within 30 days, or an \
+        attested reset (callback/video/manager) of an account with a device used in the last \
+        24 hours becomes a request that a different tier-2 agent approves. The person is emailed \
+        a notice at the email of record (HMS2FA_MAILER).
+
+        Examples:
+          hms2fa-admin enrollment reset jd123 --ticket INC0012345 --verified-via code-on-file --dry-run
+          hms2fa-admin enrollment reset jd123 --ticket INC0012345 --verified-via code-on-file
+        """
+    )
+
+    @Argument(help: "HMS Account ID.")
+    var account: String
+
+    @Option(help: "How the caller's identity was verified: code-on-file, callback, in-person, video, manager.")
+    var verifiedVia: IdentityVerification
+
+    @Option(help: "Why, for the audit log and the notice.")
+    var reason: String?
+
+    @Flag(help: "Show the plan; change nothing.")
+    var dryRun = false
+
+    @Flag(help: "Don't ask for confirmation (required when stdin is not a terminal).")
+    var yes = false
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let id = try AccountID(parsing: account)
+      let reason = try reason.map { try Reason(parsing: $0).value }
+      let ticket = try change.parsedTicket
+      let console = global.console
+      if !dryRun && !yes && !Console.stdinIsTerminal {
+        throw DeskError.usage("stdin is not a terminal: add --yes to reset without the typed confirmation")
+      }
+      let environment = ProcessInfo.processInfo.environment
+      let mail =
+        dryRun ? nil : (try Mailer.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment))
+      let db = try global.connect()
+      let plan = try EnrollmentReset.reset(
+        id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: true, on: db)
+      if plan.status == "nothing_to_reset" {
+        console.emit(outcomeJSON(plan)) {
+          "nothing to reset: \(id) has no device in use, no outstanding link, remembered browser or code; "
+            + "\"Start setup\" already shows"
+        }
+        return
+      }
+      if dryRun {
+        console.emit(outcomeJSON(plan)) { planText(plan) + "\n(dry run: nothing was changed)" }
+        return
+      }
+      // The plan is a message, so it goes to stderr: stdout holds only the result.
+      console.note(planText(plan))
+      if !yes {
+        guard let typed = Console.readLine(prompt: "type \(id) to reset it, anything else to stop: "),
+          (try? AccountID(parsing: typed)) == id
+        else {
+          throw DeskError.usage("not confirmed: nothing was changed")
+        }
+      }
+      let outcome = try EnrollmentReset.reset(
+        id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: false, on: db)
+      try report(outcome, ticket: ticket, mail: mail, db: db, console: console)
+    }
+  }
+
+  struct Approve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Carry out a reset request made by another tier-2 agent.",
+      discussion: """
+        Call the person back yourself before approving. You can't approve your own request.
+
+        Example:
+          hms2fa-admin enrollment approve 17 --ticket INC0012345
+        """
+    )
+
+    @Argument(help: "The request id (see enrollment requests).")
+    var requestID: Int64
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      guard requestID > 0 else { throw DeskError.usage("a request id is a positive number (see enrollment requests)") }
+      let ticket = try change.parsedTicket
+      let environment = ProcessInfo.processInfo.environment
+      let mail = (try Mailer.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment))
+      let db = try global.connect()
+      let outcome = try EnrollmentReset.approve(requestID, ticket: ticket, on: db)
+      try report(outcome, ticket: ticket, mail: mail, db: db, console: global.console)
+    }
+  }
+
+  struct Requests: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "List reset requests waiting for a second agent.",
+      discussion: """
+        Example:
+          hms2fa-admin enrollment requests
+        """
+    )
+
+    @Flag(help: "Every request of the last 30 days, approved and expired ones too.")
+    var all = false
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let db = try global.connect()
+      let requests = try EnrollmentReset.requests(all: all, on: db)
+      global.console.emit(
+        .object([
+          (
+            "requests",
+            .array(
+              requests.map { r in
+                .object([
+                  ("request_id", .int(r.requestID)), ("account_id", .string(r.accountID)),
+                  ("requested_by", .string(r.requestedBy)), ("ticket", .string(r.ticket)),
+                  ("verified_via", .string(r.verifiedVia)), ("reason", .string(r.reason)),
+                  ("approval_needed", .array(r.approvalNeeded.map { .string($0) })),
+                  ("created_at", .string(r.createdAt.iso8601UTC())), ("expires_at", .string(r.expiresAt.iso8601UTC())),
+                  ("state", .string(r.state)), ("approved_by", .string(r.approvedBy)),
+                ])
+              })
+          )
+        ])
+      ) {
+        requests.isEmpty
+          ? (all ? "no reset request in the last 30 days" : "no reset request is waiting for approval")
+          : table(
+            ["REQUEST", "ACCOUNT", "BY", "TICKET", "VERIFIED VIA", "WHY APPROVAL", "EXPIRES", "STATE"],
+            requests.map {
+              [
+                String($0.requestID), $0.accountID, shown($0.requestedBy), shown($0.ticket), $0.verifiedVia,
+                $0.approvalNeeded.joined(separator: ", "), $0.expiresAt.iso8601UTC(),
+                $0.state + ($0.approvedBy.map { " by \($0)" } ?? ""),
+              ]
+            })
+      }
+    }
+  }
+}
+
+/// The plan as an agent reads it.
+func planText(_ plan: ResetOutcome) -> String {
+  var lines = [
+    "reset plan for \(plan.accountID), \(shown(plan.displayName)) <\(plan.email)>\(plan.highRisk ? " (HIGH RISK)" : ""):"
+  ]
+  if plan.devices.isEmpty {
+    lines.append("  devices to retire: none")
+  } else {
+    lines.append("  devices to retire:")
+    lines.append(
+      table(
+        ["ID", "KIND", "LABEL", "PHONE", "STATE", "DEFAULT", "LAST USED"],
+        plan.devices.map {
+          [
+            String($0.deviceId), $0.kind + ($0.platform.map { "/\($0)" } ?? ""), shown($0.label), $0.phone ?? "-",
+            $0.state, $0.isDefault ? "yes" : "", $0.lastUsedAt ?? "never",
+          ]
+        }, indent: "    "))
+  }
+  lines.append("  activation links to revoke: \(plan.links)")
+  lines.append("  remembered browsers to revoke: \(plan.browsers)")
+  lines.append("  verification codes to cancel: \(plan.codes)")
+  if !plan.approvalNeeded.isEmpty {
+    lines.append(
+      "  a second tier-2 agent must approve (\(plan.approvalNeeded.joined(separator: ", "))): "
+        + "this will make a request, not reset yet")
+  }
+  return lines.joined(separator: "\n")
+}
+
+func outcomeJSON(_ o: ResetOutcome) -> JSONValue {
+  var members: [(String, JSONValue)] = [
+    ("status", .string(o.status)), ("account_id", .string(o.accountID)),
+  ]
+  switch o.status {
+  case "pending_approval":
+    members += [
+      ("request_id", o.requestID.map { .int($0) } ?? .null),
+      ("approval_needed", .array(o.approvalNeeded.map { .string($0) })),
+      ("expires_at", .string(o.requestExpiresAt)),
+    ]
+  case "reset":
+    members += [
+      ("devices_retired", .int(o.devicesRetired)), ("links_revoked", .int(o.linksRevoked)),
+      ("browsers_revoked", .int(o.browsersRevoked)), ("codes_cancelled", .int(o.codesCancelled)),
+      ("enrollment", .string(o.enrollment)), ("start_setup_visible", o.startSetupVisible.map { .bool($0) } ?? .null),
+      ("verified_via", .string(o.verifiedVia)), ("event_id", o.eventID.map { .int($0) } ?? .null),
+    ]
+  case "nothing_to_reset":
+    members += [("enrollment", .string("not_enrolled")), ("start_setup_visible", .bool(true))]
+  default:
+    members += [
+      (
+        "devices",
+        .array(
+          o.devices.map { d in
+            .object([
+              ("device_id", .int(d.deviceId)), ("kind", .string(d.kind)), ("platform", .string(d.platform)),
+              ("phone", .string(d.phone)), ("label", .string(d.label)), ("state", .string(d.state)),
+              ("is_default", .bool(d.isDefault)), ("last_used_at", .string(d.lastUsedAt)),
+            ])
+          })
+      ),
+      ("links", .int(o.links)), ("browsers", .int(o.browsers)),
+      ("codes", .int(o.codes)), ("approval_needed", .array(o.approvalNeeded.map { .string($0) })),
+    ]
+  }
+  return .object(members)
+}
+
+/// Prints the result of a reset or request, emailing the notice after a reset.
+func report(
+  _ outcome: ResetOutcome, ticket: Ticket, mail: (Mailer, DeliverySettings)?, db: Connection, console: Console
+) throws {
+  if outcome.status == "pending_approval" {
+    console.emit(outcomeJSON(outcome)) {
+      "not reset yet: request \(outcome.requestID.map(String.init) ?? "?") needs a different tier-2 agent's approval "
+        + "(\(outcome.approvalNeeded.joined(separator: ", "))), within 24 hours:\n"
+        + "  hms2fa-admin enrollment approve \(outcome.requestID.map(String.init) ?? "?") --ticket \(ticket.value)"
+    }
+    return
+  }
+  var failure: String?
+  if let mail, outcome.status == "reset" {
+    failure = EnrollmentReset.sendNotice(for: outcome, ticket: ticket, mailer: mail.0, settings: mail.1, on: db)
+  }
+  if let failure {
+    console.note("hms2fa-admin: warning: the reset stands, but \(failure); tell the person yourself")
+  }
+  var json = outcomeJSON(outcome)
+  if case .object(var members) = json {
+    members.append(("notice_sent", .bool(failure == nil)))
+    json = .object(members)
+  }
+  console.emit(json) {
+    "reset \(outcome.accountID): \(outcome.devicesRetired) device(s) retired, \(outcome.linksRevoked) link(s) and "
+      + "\(outcome.browsersRevoked) remembered browser(s) revoked, \(outcome.codesCancelled) code(s) cancelled\n"
+      + "enrollment: \(outcome.enrollment ?? "?"); \"Start setup\" \(outcome.startSetupVisible == true ? "now shows" : "is still hidden")"
+      + (failure == nil ? "\nnotice emailed to \(outcome.email)" : "")
+  }
+}

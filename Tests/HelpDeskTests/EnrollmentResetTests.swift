@@ -1,0 +1,332 @@
+import Foundation
+import HelpDesk
+import Postgres
+import TestSupport
+import Testing
+
+/// Enrollment reset against a real server.
+@Suite("enrollment reset")
+struct EnrollmentResetTests {
+  /// jd123 with an old phone (default), a landline, a retired tablet, an outstanding link, two
+  /// remembered browsers (one expired) and a waiting code; two tier-2 logins and a tier-1 one.
+  struct Setup {
+    let database: TestDatabase
+    let admin: Connection
+    let agent: Connection
+    let otherAgent: Connection
+    let tier1: Connection
+    let account: AccountID
+    let ticket: Ticket
+
+    init(highRisk: Bool = false, lastUsedHoursAgo: Int = 24 * 400) throws {
+      database = try TestDatabase.create()
+      admin = try database.connect()
+      try Fixtures.account("jd123", name: "Jane Doe", email: "jane_doe@hms.harvard.edu", highRisk: highRisk, on: admin)
+      try admin.execute("UPDATE hms2fa.accounts SET login_action = 'push'")
+      try Fixtures.device(
+        "jd123", phone: "+16175550101", isDefault: true, lastUsedHoursAgo: lastUsedHoursAgo, on: admin)
+      try Fixtures.device("jd123", kind: "landline", platform: nil, phone: "+16174322000", on: admin)
+      try Fixtures.device("jd123", kind: "tablet", platform: nil, phone: nil, retired: true, on: admin)
+      let pending = try Fixtures.device("jd123", phone: "+16175550102", activated: false, on: admin)
+      try admin.execute(
+        """
+        INSERT INTO hms2fa.activation_links (token_hash, account_id, device_id, ticket, expires_at)
+        VALUES (sha256('x'::bytea), 'jd123', \(pending), 'T0', now() + interval '1 day')
+        """)
+      try Fixtures.rememberedBrowser("jd123", expiresInDays: 10, on: admin)
+      try Fixtures.rememberedBrowser("jd123", expiresInDays: -3, on: admin)
+      try admin.execute(
+        """
+        INSERT INTO hms2fa.phone_verifications (purpose, account_id, phone, channel, code_hash, salt, ticket, expires_at)
+        VALUES ('ownership', 'jd123', '+16175550109', 'sms', sha256('c'::bytea), substr(sha256(random()::text::bytea), 1, 16), 'T0',
+                now() + interval '10 minutes')
+        """)
+      agent = try database.connect(as: try database.createLogin(.tier2))
+      otherAgent = try database.connect(as: try database.createLogin(.tier2))
+      tier1 = try database.connect(as: try database.createLogin(.tier1))
+      account = try AccountID(parsing: "jd123")
+      ticket = try Ticket(parsing: "INC0012345")
+    }
+
+    func reset(
+      _ via: IdentityVerification = .inPerson, reason: String? = "old phone lost", dryRun: Bool = false,
+      on db: Connection? = nil
+    ) throws -> ResetOutcome {
+      try EnrollmentReset.reset(
+        account, ticket: ticket, verifiedVia: via, reason: reason, dryRun: dryRun, on: db ?? agent)
+    }
+
+    /// Everything a reset could change, as text, to compare before and after.
+    func snapshot() throws -> String {
+      try [
+        "SELECT d::text AS r FROM hms2fa.devices d ORDER BY device_id",
+        "SELECT l::text AS r FROM hms2fa.activation_links l ORDER BY link_id",
+        "SELECT b::text AS r FROM hms2fa.remembered_browsers b ORDER BY token_hash",
+        "SELECT v::text AS r FROM hms2fa.phone_verifications v ORDER BY verification_id",
+        "SELECT a::text AS r FROM hms2fa.accounts a ORDER BY account_id",
+        "SELECT count(*)::text AS r FROM hms2fa.audit_events",
+      ].map { (sql: String) in
+        try admin.query(Query(verbatim: sql)).map { try $0.decode("r", as: String.self) }.joined(separator: "\n")
+      }.joined(separator: "\n--\n")
+    }
+
+    func actions() throws -> [String] {
+      try admin.query("SELECT action FROM hms2fa.audit_events ORDER BY event_id").map {
+        try $0.decode("action", as: String.self)
+      }
+    }
+  }
+
+  @Test("one transaction: devices retired, link, browser and code revoked, defaults back, one event")
+  func reset() throws {
+    let setup = try Setup()
+    let outcome = try setup.reset()
+    #expect(outcome.status == "reset")
+    #expect(outcome.devicesRetired == 3)
+    #expect(outcome.linksRevoked == 1)
+    #expect(outcome.browsersRevoked == 1)
+    #expect(outcome.codesCancelled == 1)
+    #expect(outcome.enrollment == "not_enrolled")
+    #expect(outcome.startSetupVisible == true)
+
+    let row = try #require(
+      try setup.admin.queryFirst(
+        """
+        SELECT (SELECT count(*) FROM hms2fa.devices WHERE retired_at IS NULL)::int AS in_use,
+               (SELECT count(*) FROM hms2fa.devices WHERE retired_reason = 'reset')::int AS reset,
+               (SELECT count(*) FROM hms2fa.devices WHERE is_default)::int AS defaults,
+               (SELECT login_action FROM hms2fa.accounts) AS login_action,
+               (SELECT count(*) FROM hms2fa.phone_verifications WHERE state = 'pending')::int AS codes
+        """))
+    #expect(try row.decode("in_use", as: Int.self) == 0)
+    #expect(try row.decode("reset", as: Int.self) == 3)
+    #expect(try row.decode("defaults", as: Int.self) == 0)
+    #expect(try row.decode("login_action", as: String.self) == "ask")
+    #expect(try row.decode("codes", as: Int.self) == 0)
+
+    let event = try #require(
+      try setup.admin.queryFirst(
+        "SELECT action, actor, reason, details::text AS details FROM hms2fa.audit_events"))
+    #expect(try setup.actions() == ["enrollment.reset"])
+    #expect(try event.decode("reason", as: String.self) == "old phone lost")
+    let details = try #require(
+      try JSONSerialization.jsonObject(with: Data(try event.decode("details", as: String.self).utf8))
+        as? [String: Any])
+    #expect(details["devices_retired"] as? Int == 3)
+    #expect(details["browsers_revoked"] as? Int == 1)
+    #expect(details["verified_via"] as? String == "in-person")
+
+    let card = try Lookup.card(for: try AccountKey(parsing: "jd123"), on: setup.tier1)
+    #expect(card.account.enrollment == "not_enrolled")
+    #expect(card.account.startSetupVisible == true)
+  }
+
+  @Test("nothing to reset: status says so, nothing written")
+  func nothingToReset() throws {
+    let setup = try Setup()
+    _ = try setup.reset()
+    let before = try setup.snapshot()
+    let again = try setup.reset()
+    #expect(again.status == "nothing_to_reset")
+    #expect(try setup.snapshot() == before)
+  }
+
+  @Test("a dry run shows the plan and changes nothing; a disabled account is 65; tier1 is 77")
+  func dryRunAndRefusals() throws {
+    let setup = try Setup()
+    let before = try setup.snapshot()
+    let plan = try setup.reset(dryRun: true)
+    #expect(plan.status == "dry_run")
+    #expect(plan.devices.count == 3)
+    #expect(plan.links == 1 && plan.browsers == 1 && plan.codes == 1)
+    #expect(try setup.snapshot() == before)
+
+    let tier1 = #expect(throws: DeskError.self) { try setup.reset(on: setup.tier1) }
+    #expect(tier1?.status == .noPermission)
+    #expect(tier1?.message.contains("hms2fa_tier2") == true)
+    try setup.admin.execute("UPDATE hms2fa.accounts SET status = 'disabled'")
+    let disabled = #expect(throws: DeskError.self) { try setup.reset() }
+    #expect(disabled?.status == .dataError)
+    #expect(try setup.actions().isEmpty)
+  }
+
+  @Test("code-on-file needs an identity proof of the last 15 minutes, checked by the database")
+  func codeOnFile() throws {
+    let setup = try Setup()
+    let missing = #expect(throws: DeskError.self) { try setup.reset(.codeOnFile) }
+    #expect(missing?.status == .dataError)
+    #expect(missing?.message.contains("identity check") == true)
+    let insertProof: (String) throws -> Void = { age in
+      try setup.admin.execute(
+        Query(
+          verbatim: """
+            INSERT INTO hms2fa.phone_verifications (purpose, account_id, phone, device_id, channel, code_hash, salt,
+                                                    ticket, created_at, expires_at, state, ended_at)
+            SELECT 'identity', 'jd123', phone, device_id, 'sms', sha256('p'::bytea), substr(sha256(random()::text::bytea), 1, 16), 'T0',
+                   now() - interval '\(age)', now() - interval '\(age)' + interval '10 minutes', 'verified',
+                   now() - interval '\(age)'
+              FROM hms2fa.devices WHERE is_default
+            """))
+    }
+    try insertProof("20 minutes")
+    let stale = #expect(throws: DeskError.self) { try setup.reset(.codeOnFile) }
+    #expect(stale?.status == .dataError)
+    try insertProof("2 minutes")
+    let outcome = try setup.reset(.codeOnFile)
+    #expect(outcome.status == "reset")
+    #expect(outcome.verifiedVia == "code-on-file")
+  }
+
+  @Test("a high-risk account needs a different tier-2 agent's approval")
+  func highRisk() throws {
+    let setup = try Setup(highRisk: true)
+    let request = try setup.reset()
+    #expect(request.status == "pending_approval")
+    #expect(request.approvalNeeded == ["high_risk"])
+    let id = try #require(request.requestID)
+    #expect(
+      try setup.admin.queryFirst("SELECT count(*)::int AS n FROM hms2fa.devices WHERE retired_at IS NULL")?
+        .decode("n", as: Int.self) == 3)
+    let listed = try EnrollmentReset.requests(all: false, on: setup.tier1)
+    #expect(listed.map(\.requestID) == [id])
+
+    let own = #expect(throws: DeskError.self) { try EnrollmentReset.approve(id, ticket: setup.ticket, on: setup.agent) }
+    #expect(own?.status == .noPermission)
+    let tier1 = #expect(throws: DeskError.self) {
+      try EnrollmentReset.approve(id, ticket: setup.ticket, on: setup.tier1)
+    }
+    #expect(tier1?.status == .noPermission)
+
+    let done = try EnrollmentReset.approve(id, ticket: setup.ticket, on: setup.otherAgent)
+    #expect(done.status == "reset")
+    #expect(done.devicesRetired == 3)
+    #expect(try setup.actions() == ["enrollment.reset_requested", "enrollment.reset_approved", "enrollment.reset"])
+    let twice = #expect(throws: DeskError.self) {
+      try EnrollmentReset.approve(id, ticket: setup.ticket, on: setup.otherAgent)
+    }
+    #expect(twice?.status == .dataError)
+    #expect(try EnrollmentReset.requests(all: false, on: setup.tier1).isEmpty)
+  }
+
+  @Test("a second reset within 30 days, or an attested reset of a phone used today, needs approval")
+  func twoPersonRule() throws {
+    let setup = try Setup()
+    _ = try setup.reset()
+    try Fixtures.device("jd123", phone: "+16175550111", on: setup.admin)
+    let second = try setup.reset()
+    #expect(second.status == "pending_approval")
+    #expect(second.approvalNeeded == ["reset_within_30_days"])
+
+    let recent = try Setup(lastUsedHoursAgo: 2)
+    for via in [IdentityVerification.callback, .video, .manager] {
+      let plan = try recent.reset(via, dryRun: true)
+      #expect(plan.approvalNeeded == ["device_used_in_last_24_hours"], "\(via)")
+    }
+    #expect(try recent.reset(.inPerson).status == "reset")
+  }
+
+  @Test("an expired request can't be approved")
+  func expiredRequest() throws {
+    let setup = try Setup(highRisk: true)
+    let id = try #require(try setup.reset().requestID)
+    try setup.admin.execute("UPDATE hms2fa.reset_requests SET expires_at = now() - interval '1 minute'")
+    let error = #expect(throws: DeskError.self) {
+      try EnrollmentReset.approve(id, ticket: setup.ticket, on: setup.otherAgent)
+    }
+    #expect(error?.status == .dataError)
+    #expect(error?.message.contains("expired") == true)
+  }
+
+  @Test("two agents resetting one account at the same moment: exactly one reset")
+  func concurrentResets() throws {
+    let setup = try Setup()
+    let database = setup.database
+    let logins = try (0..<2).map { _ in try database.createLogin(.tier2) }
+    let statuses = Locked<[String]>([])
+    let group = DispatchGroup()
+    for login in logins {
+      group.enter()
+      Thread.detachNewThread {
+        defer { group.leave() }
+        do {
+          let outcome = try EnrollmentReset.reset(
+            try AccountID(parsing: "jd123"), ticket: try Ticket(parsing: "T9"), verifiedVia: .inPerson, reason: nil,
+            dryRun: false, on: try database.connect(as: login))
+          statuses.update { $0.append(outcome.status) }
+        } catch {
+          statuses.update { $0.append("error: \(error)") }
+        }
+      }
+    }
+    group.wait()
+    #expect(statuses.value.sorted() == ["nothing_to_reset", "reset"])
+    #expect(try setup.actions() == ["enrollment.reset"])
+  }
+
+  @Test("a backend killed in the middle of a reset leaves nothing changed, and a retry works")
+  func killedMidReset() throws {
+    let setup = try Setup()
+    let before = try setup.snapshot()
+    // Hold the browsers the reset revokes after retiring the devices, so it waits half-done.
+    let blocker = try setup.database.connect()
+    try blocker.execute("BEGIN")
+    try blocker.execute("SELECT 1 FROM hms2fa.remembered_browsers FOR UPDATE")
+    let login = try setup.database.createLogin(.tier2)
+    let database = setup.database
+    let result = Locked<DeskError?>(nil)
+    let group = DispatchGroup()
+    group.enter()
+    Thread.detachNewThread {
+      defer { group.leave() }
+      do {
+        _ = try EnrollmentReset.reset(
+          try AccountID(parsing: "jd123"), ticket: try Ticket(parsing: "T9"), verifiedVia: .inPerson, reason: nil,
+          dryRun: false, on: try database.connect(as: login))
+      } catch {
+        result.update { $0 = deskError(error) }
+      }
+    }
+    var terminated = false
+    for _ in 0..<200 where !terminated {
+      let row = try setup.admin.queryFirst(
+        """
+        SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity
+         WHERE usename = \(login) AND wait_event_type = 'Lock'
+        """)
+      terminated = try row?.decode("done", as: Bool.self) ?? false
+      if !terminated { usleep(50_000) }
+    }
+    group.wait()
+    try blocker.execute("ROLLBACK")
+    #expect(terminated)
+    #expect(result.value?.status == .unavailable)
+    #expect(try setup.snapshot() == before)
+    #expect(try setup.reset().status == "reset")
+  }
+
+  @Test("the notice goes to the email of record; one that can't be delivered is recorded, the reset stands")
+  func notice() throws {
+    let setup = try Setup()
+    let outcome = try setup.reset()
+    let maildir = try scratchDirectory("reset") + "/Maildir"
+    let settings = try DeliverySettings.fromEnvironment([:])
+    #expect(
+      EnrollmentReset.sendNotice(
+        for: outcome, ticket: setup.ticket, mailer: .maildir(directory: maildir), settings: settings, on: setup.agent)
+        == nil)
+    let files = try FileManager.default.contentsOfDirectory(atPath: maildir + "/new")
+    let mail = try String(contentsOfFile: maildir + "/new/" + files[0], encoding: .utf8)
+    #expect(mail.contains("\r\nTo: \"Jane Doe\" <jane_doe@hms.harvard.edu>\r\n"))
+    #expect(mail.contains("INC0012345") && mail.contains("617-432-2000"))
+
+    let dir = try scratchDirectory("reset-fail")
+    let broken = try script("cat >/dev/null; exit 1", in: dir)
+    let failure = EnrollmentReset.sendNotice(
+      for: outcome, ticket: setup.ticket, mailer: .sendmail(program: broken), settings: settings, on: setup.agent)
+    #expect(failure != nil)
+    #expect(try setup.actions() == ["enrollment.reset", "enrollment.notice_failed"])
+    #expect(
+      try setup.admin.queryFirst("SELECT count(*)::int AS n FROM hms2fa.devices WHERE retired_at IS NULL")?
+        .decode("n", as: Int.self) == 0)
+  }
+}
