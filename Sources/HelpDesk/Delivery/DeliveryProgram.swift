@@ -206,6 +206,10 @@ func uniqueFileName() -> String {
     let hex = String(byte, radix: 16)
     return hex.count == 1 ? "0" + hex : hex
   }.joined()
-  let seconds = Int(Date().timeIntervalSince1970)
-  return "\(seconds).P\(getpid())R\(random).\(hostName.isEmpty ? "localhost" : String(hostName))"
+  var now = timespec()
+  clock_gettime(CLOCK_REALTIME, &now)
+  let micros = String(now.tv_nsec / 1_000)
+  let paddedMicros = String(repeating: "0", count: max(0, 6 - micros.count)) + micros
+  // Names sort in the order they were made (within one host), which readers of a spool rely on.
+  return "\(now.tv_sec).M\(paddedMicros)P\(getpid())R\(random).\(hostName.isEmpty ? "localhost" : String(hostName))"
 }
