@@ -57,11 +57,64 @@ public struct DatabaseTarget: Sendable {
   /// - Throws: `DeskError` with exit 69 (unreachable, naming socket or host and port), 77
   ///   (password refused) or 78 (bad connection string).
   public func connect() throws(DeskError) -> Connection {
+    try connect(for: .change)
+  }
+
+  /// What a connection is for, which decides the server it may land on.
+  public enum Purpose: Sendable {
+    /// Changes: only a primary (`target_session_attrs=read-write`), whatever the hosts listed.
+    case change
+    /// Look-ups: the first server that answers, primary or standby.
+    case lookup
+    /// Look-ups that prefer a standby (`--read-only`), sparing the primary.
+    case readOnly
+  }
+
+  /// Opens a connection for `purpose`, with the desk's session settings: a `lock_timeout`
+  /// (`HMS2FA_LOCK_TIMEOUT`, default 5s), so a command blocked by another session's lock gives
+  /// up with "try again" instead of hanging.
+  ///
+  /// - Throws: `DeskError` 69 (unreachable; for a change: no writable server), 77, 78.
+  public func connect(
+    for purpose: Purpose, environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws(DeskError) -> Connection {
+    var lockTimeout: Int64 = 5
+    if let text = environment["HMS2FA_LOCK_TIMEOUT"] {
+      guard let duration = try? DeskDuration(parsing: text), duration.seconds <= 600 else {
+        throw DeskError(
+          .configuration, "HMS2FA_LOCK_TIMEOUT=\(quoted(text)) is not a duration of at most 10m (e.g. 5s)")
+      }
+      lockTimeout = duration.seconds
+    }
+    let overrides: [(String, String)] =
+      switch purpose {
+      case .change: [("target_session_attrs", "read-write")]
+      case .lookup: []
+      case .readOnly: [("target_session_attrs", "prefer-standby")]
+      }
+    let connection: Connection
     do {
-      return try Connection.connect(conninfo, connectTimeout: connectTimeout, applicationName: "hms2fa-admin")
+      connection = try Connection.connect(
+        conninfo, connectTimeout: connectTimeout, applicationName: "hms2fa-admin", overrides: overrides)
+    } catch {
+      let desk = deskError(error)
+      if purpose == .change, error.kind == .connection,
+        error.message.contains("read-write")
+          || error.message.contains("read-only")
+      {
+        throw DeskError(
+          .unavailable,
+          "no writable (primary) server answered, so nothing was changed: \(error.message); "
+            + "look-ups still work (--read-only); retry once the primary is back or a standby is promoted")
+      }
+      throw desk
+    }
+    do {
+      try connection.execute("SELECT set_config('lock_timeout', \(String(lockTimeout * 1000)), false)")
     } catch {
       throw deskError(error)
     }
+    return connection
   }
 }
 

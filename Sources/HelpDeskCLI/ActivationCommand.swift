@@ -89,7 +89,7 @@ struct ActivationCommand: ParsableCommand {
 
     func run() throws {
       let id = try AccountID(parsing: account)
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let links = try ActivationLinks.list(for: id, on: db)
       global.console.emit(
         .object([

@@ -39,7 +39,7 @@ struct AuditCommand: ParsableCommand {
       let filter = AuditFilter(
         account: try account.map { try AccountID(parsing: $0) }, actor: actor,
         since: try since.map { try PointInTime(parsing: $0).date }, limit: limit)
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let events = try AuditLog.events(filter, on: db)
       global.console.emit(
         .object([
@@ -87,7 +87,7 @@ struct AuditCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let result = try AuditLog.verify(on: db)
       global.console.emit(
         .object([

@@ -55,7 +55,7 @@ struct DBCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let states = try Migrations.status(on: db)
       global.console.emit(
         .object([

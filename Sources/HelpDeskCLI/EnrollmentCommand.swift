@@ -143,7 +143,7 @@ struct EnrollmentCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let requests = try EnrollmentReset.requests(all: all, on: db)
       global.console.emit(
         .object([

@@ -2,6 +2,12 @@ import ArgumentParser
 import HelpDesk
 import Postgres
 
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
 /// Options every command takes.
 struct GlobalOptions: ParsableArguments {
   @Option(
@@ -15,11 +21,30 @@ struct GlobalOptions: ParsableArguments {
   @Flag(help: "Print exactly one JSON document on stdout; messages go to stderr.")
   var json = false
 
+  @Flag(
+    help: ArgumentHelp(
+      "Look-ups only: prefer a standby (HMS2FA_READ_ONLY_DATABASE_URL if set, else the same servers).",
+      discussion: "Changes always go to a writable primary."))
+  var readOnly = false
+
   var console: Console { Console(json: json) }
 
-  /// Connects to the database these options name.
+  /// Connects for a change: to a writable primary only.
   func connect() throws -> Connection {
-    try DatabaseTarget.resolve(commandLine: database).connect()
+    if readOnly { throw DeskError.usage("--read-only is for look-ups; this command changes data") }
+    return try DatabaseTarget.resolve(commandLine: database).connect(for: .change)
+  }
+
+  /// Connects for a look-up: any server that answers, a standby with --read-only (or the
+  /// HMS2FA_READ_ONLY_DATABASE_URL servers, when set and --database isn't given).
+  func connectForLookup() throws -> Connection {
+    let environment = ProcessInfo.processInfo.environment
+    if database == nil, let url = environment["HMS2FA_READ_ONLY_DATABASE_URL"], !url.isEmpty {
+      let target = try DatabaseTarget.resolve(
+        commandLine: nil, environment: environment.merging(["HMS2FA_DATABASE_URL": url]) { $1 })
+      return try target.connect(for: .readOnly)
+    }
+    return try DatabaseTarget.resolve(commandLine: database).connect(for: readOnly ? .readOnly : .lookup)
   }
 }
 

@@ -54,7 +54,7 @@ struct PhoneCommand: ParsableCommand {
 
     func run() throws {
       let number = try parsePhone(phone)
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let owner = try PhoneVerification.owner(of: number, on: db)
       global.console.emit(.raw(owner.json)) {
         var lines = ["\(owner.phone)  (\(number.international))"]

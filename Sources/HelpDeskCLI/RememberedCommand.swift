@@ -27,7 +27,7 @@ struct RememberedCommand: ParsableCommand {
 
     func run() throws {
       let id = try AccountID(parsing: account)
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let everything = try RememberedBrowsers.list(for: id, on: db)
       let browsers = all ? everything : everything.filter { $0.state != "expired" }
       let expired = everything.count - everything.filter { $0.state != "expired" }.count

@@ -81,7 +81,7 @@ struct StaffCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let members = try Staff.list(on: db)
       global.console.emit(
         .object([

@@ -28,7 +28,7 @@ struct UserCommand: ParsableCommand {
 
     func run() throws {
       let key = try AccountKey(parsing: account)
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let card = try Lookup.card(for: key, on: db)
       global.console.emit(.raw(card.json)) { render(card.account) }
     }
@@ -107,7 +107,7 @@ struct UserCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let db = try global.connect()
+      let db = try global.connectForLookup()
       let matches = try Lookup.find(text, limit: limit, on: db)
       global.console.emit(
         .object([

@@ -38,8 +38,12 @@ public final class Connection {
   ///   - applicationName: reported in `pg_stat_activity` unless the conninfo sets one.
   /// - Throws: `.configuration` for an unparsable conninfo, `.authentication` when a password
   ///   was refused, `.connection` for every other failure to connect.
+  ///
+  /// `overrides` are libpq keywords applied after the conninfo, so they win over it (e.g.
+  /// `target_session_attrs`).
   public static func connect(
-    _ conninfo: String?, connectTimeout: Int = 5, applicationName: String = "hms2fa"
+    _ conninfo: String?, connectTimeout: Int = 5, applicationName: String = "hms2fa",
+    overrides: [(String, String)] = []
   ) throws(PostgresError) -> Connection {
     if let conninfo { try validate(conninfo: conninfo) }
     var keywords: [String] = []
@@ -54,6 +58,10 @@ public final class Connection {
     if let conninfo {
       keywords.append("dbname")
       values.append(conninfo)
+    }
+    for (keyword, value) in overrides {
+      keywords.append(keyword)
+      values.append(value)
     }
     let handle = withCStrings(keywords) { keywordPointers in
       withCStrings(values) { valuePointers in
