@@ -15,6 +15,9 @@ public enum CLI {
   public static func main() -> Never {
     // A closed pipe (`| head`) ends output quietly instead of killing the process mid-write.
     signal(SIGPIPE, SIG_IGN)
+    // A full file system or a file-size limit makes write() fail (a delivery failure) instead
+    // of killing the process half-way.
+    signal(SIGXFSZ, SIG_IGN)
     let status = run(Array(CommandLine.arguments.dropFirst()))
     fflush(nil)
     exit(status)

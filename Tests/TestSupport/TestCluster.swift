@@ -100,6 +100,23 @@ public final class TestDatabase: @unchecked Sendable {
     return login
   }
 
+  /// A digest of every row of every table of the registry and its audit log: equal before and
+  /// after means nothing was changed.
+  public func snapshot() throws -> String {
+    let db = try connect()
+    let tables = try db.query(
+      """
+      SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables
+       WHERE schemaname IN ('hms2fa', 'hms2fa_meta') ORDER BY 1
+      """
+    ).map { try $0.decode("name", as: String.self) }
+    return try tables.map { table in
+      let digest = try db.queryFirst(
+        Query(verbatim: "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) AS d FROM \(table) t"))
+      return table + "=" + (try digest?.decode("d", as: String.self) ?? "")
+    }.joined(separator: "\n")
+  }
+
   /// Runs SQL as the superuser (fixtures).
   public func exec(_ query: Query) throws {
     try connect().execute(query)

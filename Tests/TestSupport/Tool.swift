@@ -17,11 +17,17 @@ public enum Tool {
 
   /// Runs the tool with `arguments`, `environment` added to a clean environment, and `stdin`.
   public static func run(
-    _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil
+    _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil, limitFileSize: Bool = false
   ) throws -> Outcome {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: binary)
-    process.arguments = arguments
+    if limitFileSize {
+      // As on a full file system: every write to a file fails (RLIMIT_FSIZE 0).
+      process.executableURL = URL(fileURLWithPath: "/bin/sh")
+      process.arguments = ["-c", "ulimit -f 0 && exec \"$0\" \"$@\"", binary] + arguments
+    } else {
+      process.executableURL = URL(fileURLWithPath: binary)
+      process.arguments = arguments
+    }
     var env = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"]
     if let home = ProcessInfo.processInfo.environment["HOME"] { env["HOME"] = home }
     env.merge(environment) { $1 }
