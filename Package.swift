@@ -55,7 +55,13 @@ let package = Package(
         .product(name: "PropertyBased", package: "swift-property-based"),
       ]
     ),
-    .testTarget(name: "CLITests", dependencies: ["HelpDesk", "Postgres", "TestSupport"]),
+    .testTarget(
+      name: "CLITests",
+      dependencies: [
+        "HelpDesk", "Postgres", "TestSupport",
+        .product(name: "PropertyBased", package: "swift-property-based"),
+      ]
+    ),
   ],
   swiftLanguageModes: [.v6]
 )

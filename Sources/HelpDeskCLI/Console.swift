@@ -34,11 +34,16 @@ struct Console {
   }
 
   func fail(_ error: DeskError) {
-    writeStderr("hms2fa-admin: \(error.message)\n")
+    writeStderr("hms2fa-admin: \(Console.oneLine(error.message))\n")
     if json {
       print(
         JSONValue.object([
-          ("error", .object([("exit_code", .int(Int64(error.status.rawValue))), ("message", .string(error.message))]))
+          (
+            "error",
+            .object([
+              ("exit_code", .int(Int64(error.status.rawValue))), ("message", .string(Console.oneLine(error.message))),
+            ])
+          )
         ]).text)
     }
   }
@@ -125,5 +130,15 @@ extension Console {
   static func readLine(prompt: String) -> String? {
     Console(json: false).writeStderrPublic(prompt)
     return Swift.readLine(strippingNewline: true)
+  }
+}
+
+extension Console {
+  /// A message as one readable line of bounded length, whatever input it quotes: control and
+  /// invisible characters made visible, at most `limit` characters.
+  static func oneLine(_ message: String, limit: Int = 400) -> String {
+    let visible = shown(message)
+    guard visible.count > limit else { return visible }
+    return String(visible.prefix(limit)) + "…"
   }
 }

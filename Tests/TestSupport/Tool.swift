@@ -6,6 +6,8 @@ public enum Tool {
     public var status: Int32
     public var stdout: String
     public var stderr: String
+    /// Killed by a signal (a trap, a crash) rather than exiting.
+    public var crashed = false
   }
 
   public static var binary: String {
@@ -54,6 +56,6 @@ public enum Tool {
     process.waitUntilExit()
     return Outcome(
       status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-      stderr: String(decoding: errData, as: UTF8.self))
+      stderr: String(decoding: errData, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
   }
 }
