@@ -25,7 +25,7 @@ struct AdminCommand: ParsableCommand {
     subcommands: [
       UserCommand.self, PhoneCommand.self, IdentityCommand.self, ActivationCommand.self, RememberedCommand.self,
       AuditCommand.self, StaffCommand.self,
-      DBCommand.self,
+      DBCommand.self, JobsCommand.self,
     ]
   )
 }

@@ -1,0 +1,138 @@
+-- The nightly expiry of remember-me rows (role hms2fa_batch). The job is a loop in the tool of
+-- short transactions, each one call to a function here: a census of the table in chunks (for the
+-- blast-radius guard and progress), then batches of deletes, each picking up to N expired rows
+-- through the expires_at index and deleting them by ctid. A session-level advisory lock keeps to
+-- one run per database; each run writes one job.expire_remembered audit event.
+
+SET LOCAL ROLE hms2fa_owner;
+
+-- One run at a time per database. Session level: it is held across the run's many short
+-- transactions and released when the run ends, or when its connection dies.
+CREATE FUNCTION hms2fa_api.expire_remembered_lock() RETURNS boolean
+  LANGUAGE sql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  -- Any fixed key, different from the migrations' (0x686D7332666101).
+  RETURN pg_try_advisory_lock(29391126357419522);
+
+CREATE FUNCTION hms2fa_api.expire_remembered_unlock() RETURNS boolean
+  LANGUAGE sql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  RETURN pg_advisory_unlock(29391126357419522);
+
+-- Counts up to about p_chunk rows in expires_at order after p_after (from the start when NULL):
+-- how many, how many of them expired before p_before, and the last expires_at counted, to pass as
+-- p_after to the next call (NULL when the table is done). A chunk ends after all rows sharing its
+-- last expires_at, so nothing is counted twice or skipped. Index-only scans of expires_at; each
+-- call is short, so no run holds a snapshot for long while counting millions of rows. Custom
+-- plans: a generic one could not bound the scan by both ends.
+CREATE FUNCTION hms2fa_api.remembered_expiry_census(
+  p_before timestamptz, p_after timestamptz DEFAULT NULL, p_chunk integer DEFAULT 200000
+) RETURNS TABLE (rows_counted bigint, expired bigint, last_expires_at timestamptz)
+  LANGUAGE plpgsql STABLE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+  v_before timestamptz := least(coalesce(p_before, now()), now());
+  v_lo timestamptz := coalesce(p_after, '-infinity');
+  v_hi timestamptz;
+  v_rows bigint;
+  v_expired bigint;
+BEGIN
+  IF p_chunk IS NULL OR p_chunk < 1 OR p_chunk > 10000000 THEN
+    RAISE EXCEPTION 'a census chunk is 1 to 10000000 rows' USING ERRCODE = 'H2U05';
+  END IF;
+  SELECT r.expires_at INTO v_hi
+    FROM hms2fa.remembered_browsers r
+   WHERE r.expires_at > v_lo
+   ORDER BY r.expires_at
+  OFFSET p_chunk - 1 LIMIT 1;
+  IF v_hi IS NULL THEN
+    SELECT count(*), count(*) FILTER (WHERE r.expires_at < v_before) INTO v_rows, v_expired
+      FROM hms2fa.remembered_browsers r
+     WHERE r.expires_at > v_lo;
+  ELSE
+    SELECT count(*), count(*) FILTER (WHERE r.expires_at < v_before) INTO v_rows, v_expired
+      FROM hms2fa.remembered_browsers r
+     WHERE r.expires_at > v_lo AND r.expires_at <= v_hi;
+  END IF;
+  IF p_after IS NULL THEN
+    -- "> '-infinity'" leaves out rows expiring at '-infinity' (a bad import): count them too.
+    SELECT v_rows + count(*), v_expired + count(*) INTO v_rows, v_expired
+      FROM hms2fa.remembered_browsers r
+     WHERE r.expires_at = '-infinity';
+  END IF;
+  RETURN QUERY SELECT v_rows, v_expired, v_hi;
+END
+$$;
+
+-- Deletes up to p_limit rows whose expires_at is before p_before (never later than now()) and
+-- at or after p_after, oldest first; returns how many and the newest expires_at deleted, which
+-- the next batch passes as p_after so that it doesn't walk again over the index entries this
+-- one left dead. Rows locked by the sign-in service at that moment are skipped, not waited
+-- for; the next run takes them.
+CREATE FUNCTION hms2fa_api.expire_remembered_batch(
+  p_limit integer, p_before timestamptz DEFAULT NULL, p_after timestamptz DEFAULT NULL
+) RETURNS TABLE (deleted integer, last_expires_at timestamptz)
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+  v_before timestamptz := least(coalesce(p_before, now()), now());
+  v_after timestamptz := coalesce(p_after, '-infinity');
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 100000 THEN
+    RAISE EXCEPTION 'a batch is 1 to 100000 rows' USING ERRCODE = 'H2U04';
+  END IF;
+  -- The expiry test is repeated on the DELETE itself: whatever the picked ctids, only an
+  -- expired row can go.
+  RETURN QUERY
+    WITH gone AS (
+      DELETE FROM hms2fa.remembered_browsers r
+       WHERE r.ctid = ANY (ARRAY(
+               SELECT x.ctid FROM hms2fa.remembered_browsers x
+                WHERE x.expires_at >= v_after AND x.expires_at < v_before
+                ORDER BY x.expires_at
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED))
+         AND r.expires_at < v_before
+      RETURNING r.expires_at)
+    SELECT count(*)::integer, max(g.expires_at) FROM gone g;
+END
+$$;
+
+-- The run's one audit event. Outcomes: complete, stopped (at --max-runtime; the next run
+-- continues), refused (the blast-radius guard), busy (lock timeouts), connection_lost (written
+-- from a new connection), failed (anything else).
+CREATE FUNCTION hms2fa_api.record_expire_remembered_run(
+  p_outcome text, p_deleted bigint, p_batches integer, p_expired_at_start bigint, p_rows_at_start bigint,
+  p_duration_seconds numeric, p_batch_size integer, p_cutoff timestamptz
+) RETURNS bigint
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_outcome IS NULL OR p_outcome NOT IN ('complete', 'stopped', 'refused', 'busy', 'connection_lost', 'failed') THEN
+    RAISE EXCEPTION 'unknown outcome of an expiry run: %', p_outcome USING ERRCODE = 'H2U06';
+  END IF;
+  RETURN hms2fa.audit('job.expire_remembered', NULL, NULL, NULL, jsonb_build_object(
+    'outcome', p_outcome,
+    'complete', p_outcome = 'complete',
+    'deleted', p_deleted,
+    'batches', p_batches,
+    'expired_at_start', p_expired_at_start,
+    'rows_at_start', p_rows_at_start,
+    'duration_seconds', p_duration_seconds,
+    'batch_size', p_batch_size,
+    'cutoff', hms2fa.iso(p_cutoff)));
+END
+$$;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hms2fa, hms2fa_api FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hms2fa_api.expire_remembered_lock() TO hms2fa_batch;
+GRANT EXECUTE ON FUNCTION hms2fa_api.expire_remembered_unlock() TO hms2fa_batch;
+GRANT EXECUTE ON FUNCTION hms2fa_api.remembered_expiry_census(timestamptz, timestamptz, integer) TO hms2fa_batch;
+GRANT EXECUTE ON FUNCTION hms2fa_api.expire_remembered_batch(integer, timestamptz, timestamptz) TO hms2fa_batch;
+GRANT EXECUTE ON FUNCTION hms2fa_api.record_expire_remembered_run(
+  text, bigint, integer, bigint, bigint, numeric, integer, timestamptz) TO hms2fa_batch;
