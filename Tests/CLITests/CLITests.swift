@@ -216,6 +216,7 @@ struct CLITests {
       ["audit", "log"], ["audit", "verify"], ["staff", "grant"], ["staff", "revoke"], ["staff", "list"],
       ["db", "migrate"], ["db", "status"], ["activation", "send"], ["activation", "list"], ["activation", "revoke"],
       ["phone", "owner"], ["phone", "verify"], ["phone", "confirm"], ["identity", "check"], ["identity", "confirm"],
+      ["jobs", "expire-remembered"],
     ]
     for command in commands {
       let out = try Tool.run(command + ["--help"])
