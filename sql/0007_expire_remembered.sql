@@ -19,12 +19,11 @@ CREATE FUNCTION hms2fa_api.expire_remembered_unlock() RETURNS boolean
   SET search_path = pg_catalog, pg_temp
   RETURN pg_advisory_unlock(29391126357419522);
 
--- Counts up to about p_chunk rows in expires_at order after p_after (from the start when NULL):
--- how many, how many of them expired before p_before, and the last expires_at counted, to pass as
+-- Counts about p_chunk rows in expires_at order after p_after (from the start when NULL): how
+-- many, how many of them expired before p_before, and the last expires_at counted, to pass as
 -- p_after to the next call (NULL when the table is done). A chunk ends after all rows sharing its
 -- last expires_at, so nothing is counted twice or skipped. Index-only scans of expires_at; each
--- call is short, so no run holds a snapshot for long while counting millions of rows. Custom
--- plans: a generic one could not bound the scan by both ends.
+-- call is short, so no run holds a snapshot for long while counting millions of rows.
 CREATE FUNCTION hms2fa_api.remembered_expiry_census(
   p_before timestamptz, p_after timestamptz DEFAULT NULL, p_chunk integer DEFAULT 200000
 ) RETURNS TABLE (rows_counted bigint, expired bigint, last_expires_at timestamptz)
@@ -42,19 +41,15 @@ BEGIN
   IF p_chunk IS NULL OR p_chunk < 1 OR p_chunk > 10000000 THEN
     RAISE EXCEPTION 'a census chunk is 1 to 10000000 rows' USING ERRCODE = 'H2U05';
   END IF;
-  SELECT r.expires_at INTO v_hi
-    FROM hms2fa.remembered_browsers r
-   WHERE r.expires_at > v_lo
-   ORDER BY r.expires_at
-  OFFSET p_chunk - 1 LIMIT 1;
-  IF v_hi IS NULL THEN
-    SELECT count(*), count(*) FILTER (WHERE r.expires_at < v_before) INTO v_rows, v_expired
-      FROM hms2fa.remembered_browsers r
-     WHERE r.expires_at > v_lo;
-  ELSE
-    SELECT count(*), count(*) FILTER (WHERE r.expires_at < v_before) INTO v_rows, v_expired
-      FROM hms2fa.remembered_browsers r
-     WHERE r.expires_at > v_lo AND r.expires_at <= v_hi;
+  -- One pass over the chunk's index entries; WITH TIES takes every row sharing the last value.
+  SELECT count(*), count(*) FILTER (WHERE c.expires_at < v_before), max(c.expires_at)
+    INTO v_rows, v_expired, v_hi
+    FROM (SELECT r.expires_at FROM hms2fa.remembered_browsers r
+           WHERE r.expires_at > v_lo
+           ORDER BY r.expires_at
+           FETCH FIRST p_chunk ROWS WITH TIES) c;
+  IF v_rows < p_chunk THEN
+    v_hi := NULL;  -- the end of the table
   END IF;
   IF p_after IS NULL THEN
     -- "> '-infinity'" leaves out rows expiring at '-infinity' (a bad import): count them too.
@@ -67,38 +62,53 @@ END
 $$;
 
 -- Deletes up to p_limit rows whose expires_at is before p_before (never later than now()) and
--- at or after p_after, oldest first; returns how many and the newest expires_at deleted, which
--- the next batch passes as p_after so that it doesn't walk again over the index entries this
--- one left dead. Rows locked by the sign-in service at that moment are skipped, not waited
--- for; the next run takes them.
+-- at or after p_after, oldest first; returns how many, and where the next batch starts (its
+-- p_after: nothing before it is left for this run), so that it doesn't walk again over the
+-- index entries this one left dead. The batch is a range of expires_at, up to the
+-- (p_limit + 1)-th expired row, found by an index-only probe, so the DELETE is one index range
+-- scan that visits each row once. When more than p_limit rows share one expires_at (a bulk
+-- import), the batch takes p_limit of them by ctid instead. A row the sign-in service holds
+-- locked makes the batch wait, under the caller's lock_timeout. Custom plans: a generic one
+-- could not bound the index scans by both ends.
 CREATE FUNCTION hms2fa_api.expire_remembered_batch(
   p_limit integer, p_before timestamptz DEFAULT NULL, p_after timestamptz DEFAULT NULL
-) RETURNS TABLE (deleted integer, last_expires_at timestamptz)
+) RETURNS TABLE (deleted integer, resume_at timestamptz)
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
   v_before timestamptz := least(coalesce(p_before, now()), now());
-  v_after timestamptz := coalesce(p_after, '-infinity');
+  v_from timestamptz := coalesce(p_after, '-infinity');
+  v_next timestamptz;
+  v_deleted integer;
 BEGIN
   IF p_limit IS NULL OR p_limit < 1 OR p_limit > 100000 THEN
     RAISE EXCEPTION 'a batch is 1 to 100000 rows' USING ERRCODE = 'H2U04';
   END IF;
-  -- The expiry test is repeated on the DELETE itself: whatever the picked ctids, only an
-  -- expired row can go.
-  RETURN QUERY
-    WITH gone AS (
-      DELETE FROM hms2fa.remembered_browsers r
-       WHERE r.ctid = ANY (ARRAY(
-               SELECT x.ctid FROM hms2fa.remembered_browsers x
-                WHERE x.expires_at >= v_after AND x.expires_at < v_before
-                ORDER BY x.expires_at
-                LIMIT p_limit
-                FOR UPDATE SKIP LOCKED))
-         AND r.expires_at < v_before
-      RETURNING r.expires_at)
-    SELECT count(*)::integer, max(g.expires_at) FROM gone g;
+  SELECT x.expires_at INTO v_next
+    FROM hms2fa.remembered_browsers x
+   WHERE x.expires_at >= v_from AND x.expires_at < v_before
+   ORDER BY x.expires_at
+  OFFSET p_limit LIMIT 1;
+  IF v_next IS NULL THEN
+    v_next := v_before;  -- the rest fits in this batch
+  END IF;
+  -- At most p_limit rows lie before the (p_limit + 1)-th.
+  DELETE FROM hms2fa.remembered_browsers r
+   WHERE r.expires_at >= v_from AND r.expires_at < v_next;
+  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  IF v_deleted = 0 AND v_next < v_before THEN
+    -- The first p_limit + 1 rows all expire at v_next.
+    DELETE FROM hms2fa.remembered_browsers r
+     WHERE r.ctid = ANY (ARRAY(
+             SELECT x.ctid FROM hms2fa.remembered_browsers x
+              WHERE x.expires_at = v_next
+              LIMIT p_limit))
+       AND r.expires_at = v_next;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  END IF;
+  RETURN QUERY SELECT v_deleted, v_next;
 END
 $$;
 

@@ -75,8 +75,8 @@ public struct ExpiryRun: Sendable {
     self.outcome = outcome
   }
 
-  /// True when no row that had expired at the cutoff was left (but for rows a sign-in held
-  /// locked at that moment, which the next run takes).
+  /// True when no row that had expired at the cutoff was left (but for rows a sign-in changed
+  /// while their batch ran, which the next run takes).
   public var complete: Bool { outcome == .complete }
 
   /// The share of all rows that had expired.
@@ -131,11 +131,15 @@ public enum RememberedExpiry {
 
     do {
       _ = try desk(action, on: db) {
-        // Timestamps go back and forth as text: ISO output keeps every microsecond.
+        // Timestamps go back and forth as text: ISO output keeps every microsecond. Batches
+        // commit without waiting for their WAL to reach the disk: a crash can only undo the
+        // last few deletions of rows that had expired, which the next run repeats; the audit
+        // event at the end commits synchronously, and so makes them durable.
         try db.execute(
           """
           SELECT set_config('lock_timeout', \("\(plan.lockTimeoutMilliseconds)ms"), false),
-                 set_config('DateStyle', 'ISO, MDY', false), set_config('TimeZone', 'UTC', false)
+                 set_config('DateStyle', 'ISO, MDY', false), set_config('TimeZone', 'UTC', false),
+                 set_config('synchronous_commit', 'off', false)
           """)
       }
       let locked = try desk(action, on: db) {
@@ -233,7 +237,7 @@ public enum RememberedExpiry {
       // One statement, its own transaction: the batch's locks and snapshot end with it.
       let batch = Query(
         """
-        SELECT deleted, last_expires_at::text AS last
+        SELECT deleted, resume_at::text AS last
           FROM hms2fa_api.expire_remembered_batch(\(plan.batchSize), \(run.cutoff)::timestamptz, \(after)::timestamptz)
         """)
       var row: Row? = nil
@@ -288,6 +292,7 @@ public enum RememberedExpiry {
       target = db
     }
     guard let target, let cutoff = run.cutoff else { return }
+    _ = try? target.execute("SELECT set_config('synchronous_commit', 'on', false)")
     let duration = (run.durationSeconds * 1000).rounded() / 1000
     _ = try? target.execute(
       """
