@@ -1,8 +1,8 @@
 -- The nightly expiry of remember-me rows (role hms2fa_batch). The job is a loop in the tool of
 -- short transactions, each one call to a function here: a census of the table in chunks (for the
--- blast-radius guard and progress), then batches of deletes, each picking up to N expired rows
--- through the expires_at index and deleting them by ctid. A session-level advisory lock keeps to
--- one run per database; each run writes one job.expire_remembered audit event.
+-- blast-radius guard and progress), then batches of deletes, each a range of up to N expired
+-- rows along the expires_at index. A session-level advisory lock keeps to one run per database;
+-- each run writes one job.expire_remembered audit event.
 
 SET LOCAL ROLE hms2fa_owner;
 
@@ -69,13 +69,17 @@ $$;
 -- scan that visits each row once. When more than p_limit rows share one expires_at (a bulk
 -- import), the batch takes p_limit of them by ctid instead. A row the sign-in service holds
 -- locked makes the batch wait, under the caller's lock_timeout. Custom plans: a generic one
--- could not bound the index scans by both ends.
+-- could not bound the index scans by both ends. No sequential or bitmap scans: right after a
+-- big run, stale statistics can make the last, small batch look like millions of rows, and a
+-- sequential scan of the whole table would hold that batch open for seconds.
 CREATE FUNCTION hms2fa_api.expire_remembered_batch(
   p_limit integer, p_before timestamptz DEFAULT NULL, p_after timestamptz DEFAULT NULL
 ) RETURNS TABLE (deleted integer, resume_at timestamptz)
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   SET plan_cache_mode = force_custom_plan
+  SET enable_seqscan = off
+  SET enable_bitmapscan = off
 AS $$
 DECLARE
   v_before timestamptz := least(coalesce(p_before, now()), now());
