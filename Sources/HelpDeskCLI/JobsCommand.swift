@@ -61,7 +61,8 @@ struct JobsCommand: ParsableCommand {
 
     @Option(
       help: ArgumentHelp(
-        "Write Prometheus text-format metrics to this file, atomically (node_exporter's textfile collector).",
+        "Write Prometheus text-format metrics to this file, atomically, after every run but a dry run "
+          + "(node_exporter's textfile collector).",
         valueName: "file"))
     var metricsFile: String?
 
