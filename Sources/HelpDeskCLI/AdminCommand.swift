@@ -26,7 +26,7 @@ struct AdminCommand: ParsableCommand {
       UserCommand.self, PhoneCommand.self, IdentityCommand.self, EnrollmentCommand.self, ActivationCommand.self,
       RememberedCommand.self,
       AuditCommand.self, StaffCommand.self,
-      DBCommand.self,
+      DBCommand.self, JobsCommand.self,
     ]
   )
 }

@@ -217,6 +217,7 @@ struct CLITests {
       ["db", "migrate"], ["db", "status"], ["activation", "send"], ["activation", "list"], ["activation", "revoke"],
       ["phone", "owner"], ["phone", "verify"], ["phone", "confirm"], ["identity", "check"], ["identity", "confirm"],
       ["enrollment", "reset"], ["enrollment", "approve"], ["enrollment", "requests"],
+      ["jobs", "expire-remembered"],
     ]
     for command in commands {
       let out = try Tool.run(command + ["--help"])

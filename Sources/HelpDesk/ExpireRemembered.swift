@@ -1,0 +1,397 @@
+import Postgres
+
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// What one run of the nightly expiry is asked to do.
+public struct ExpiryPlan: Sendable {
+  /// Rows deleted per transaction.
+  public var batchSize: Int
+  /// Stop (with `complete: false`) once this much time has passed; the next run continues.
+  public var maxRuntime: DeskDuration?
+  /// Count what would go and change nothing.
+  public var dryRun: Bool
+  /// Refuse when more than this fraction of all rows would go, unless `force`.
+  public var maxFraction: Double
+  public var force: Bool
+  /// How long a batch may wait for a lock before it gives up (and is retried).
+  public var lockTimeoutMilliseconds: Int
+
+  public init(
+    batchSize: Int = 5_000, maxRuntime: DeskDuration? = nil, dryRun: Bool = false, maxFraction: Double = 0.5,
+    force: Bool = false, lockTimeoutMilliseconds: Int = 2_000
+  ) {
+    self.batchSize = batchSize
+    self.maxRuntime = maxRuntime
+    self.dryRun = dryRun
+    self.maxFraction = maxFraction
+    self.force = force
+    self.lockTimeoutMilliseconds = lockTimeoutMilliseconds
+  }
+}
+
+/// Where a run is, for a progress display or a log line.
+public struct ExpiryProgress: Sendable {
+  public enum Phase: Sendable { case counting, deleting }
+  public var phase: Phase
+  /// Rows counted so far (counting) or deleted so far (deleting).
+  public var rows: Int64
+  /// Expired rows found by the count: what the run expects to delete.
+  public var expected: Int64
+  public var batches: Int
+  /// Seconds since the run started.
+  public var elapsed: Double
+}
+
+/// What a run did.
+public struct ExpiryRun: Sendable {
+  public enum Outcome: String, Sendable {
+    case complete, stopped, refused, busy, failed
+    case connectionLost = "connection_lost"
+    case dryRun = "dry_run"
+  }
+
+  public var outcome: Outcome
+  public var deleted: Int64 = 0
+  public var batches = 0
+  /// Rows whose `expires_at` had passed at the cutoff, and all rows, when the run counted them.
+  public var expiredAtStart: Int64 = 0
+  public var rowsAtStart: Int64 = 0
+  /// The database's time when the run started: rows expiring before it are this run's work.
+  public var cutoff: String?
+  public var durationSeconds: Double = 0
+  public var batchSize = 0
+  public var dryRun = false
+
+  public init(outcome: Outcome) {
+    self.outcome = outcome
+  }
+
+  /// True when no row that had expired at the cutoff was left (but for rows a sign-in changed
+  /// while their batch ran, which the next run takes).
+  public var complete: Bool { outcome == .complete }
+
+  /// The share of all rows that had expired.
+  public var expiredFraction: Double { rowsAtStart == 0 ? 0 : Double(expiredAtStart) / Double(rowsAtStart) }
+}
+
+/// A run that ended in an error, with what it had done by then (committed batches stay).
+public struct ExpiryFailure: Error, CustomStringConvertible, Sendable {
+  public var run: ExpiryRun
+  public var error: DeskError
+  public var description: String { error.message }
+}
+
+/// The nightly job that deletes remember-me rows whose `expires_at` has passed: many short
+/// transactions, one run at a time per database, one audit event per run.
+public enum RememberedExpiry {
+  static let action = DeskAction("expiring remembered browsers (the nightly job)", tier: .batch)
+  /// Rows per census call: a few tens of milliseconds of index-only scan each.
+  static let censusChunk = 200_000
+  /// Batches retried after a lock timeout before the run gives up (exit 75).
+  static let lockRetries = 3
+
+  /// Seconds on a monotonic clock.
+  public static func monotonicSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1_000_000_000
+  }
+
+  /// Runs the job on `db` (a login holding `hms2fa_batch`).
+  ///
+  /// - Parameters:
+  ///   - reconnect: opens a new connection, used only to record the run's audit event when `db`
+  ///     was lost mid-run.
+  ///   - clock: monotonic seconds, for the time budget and the rate.
+  ///   - progress: called after each census chunk and each batch.
+  /// - Throws: `ExpiryFailure` carrying the run so far and a `DeskError`: 75 when another run
+  ///   holds the job's lock or locks kept timing out, 65 when the guard refuses, 69 when the
+  ///   connection was lost (committed batches are kept), 77 without `hms2fa_batch`.
+  public static func run(
+    _ plan: ExpiryPlan, on db: Connection, reconnect: (() throws -> Connection)? = nil,
+    clock: () -> Double = monotonicSeconds, progress: (ExpiryProgress) -> Void = { _ in }
+  ) throws(ExpiryFailure) -> ExpiryRun {
+    let start = clock()
+    var run = ExpiryRun(outcome: .failed)
+    run.batchSize = plan.batchSize
+    run.dryRun = plan.dryRun
+    func fail(_ error: DeskError) -> ExpiryFailure {
+      run.durationSeconds = clock() - start
+      return ExpiryFailure(run: run, error: error)
+    }
+
+    do {
+      _ = try desk(action, on: db) {
+        // Timestamps go back and forth as text: ISO output keeps every microsecond. Batches
+        // commit without waiting for their WAL to reach the disk: a crash can only undo the
+        // last few deletions of rows that had expired, which the next run repeats; the audit
+        // event at the end commits synchronously, and so makes them durable.
+        try db.execute(
+          """
+          SELECT set_config('lock_timeout', \("\(plan.lockTimeoutMilliseconds)ms"), false),
+                 set_config('DateStyle', 'ISO, MDY', false), set_config('TimeZone', 'UTC', false),
+                 set_config('synchronous_commit', 'off', false)
+          """)
+      }
+      let locked = try desk(action, on: db) {
+        try db.queryFirst("SELECT hms2fa_api.expire_remembered_lock() AS locked")?.decode("locked", as: Bool.self)
+      }
+      guard locked == true else {
+        throw DeskError(
+          .tryLater,
+          "another expire-remembered run holds the job's lock on this database; it carries on the work, "
+            + "so there is nothing to do now")
+      }
+    } catch {
+      let failure = deskError(error, doing: action, on: db)
+      run.outcome = failure.status == .tryLater ? .busy : .failed
+      throw fail(failure)
+    }
+    defer { _ = try? db.execute("SELECT hms2fa_api.expire_remembered_unlock()") }
+
+    do {
+      try census(plan, into: &run, on: db, start: start, clock: clock, progress: progress)
+      if run.expiredFraction > plan.maxFraction && !plan.force {
+        run.outcome = .refused
+        let error = DeskError(
+          .dataError,
+          "refusing to delete \(run.expiredAtStart) of \(run.rowsAtStart) remembered browsers "
+            + "(\(percent(run.expiredFraction)), more than --max-fraction \(plan.maxFraction)): check the "
+            + "database's clock and the last import, then run again with --force if it is right")
+        if !plan.dryRun { record(&run, start: start, clock: clock, on: db, reconnect: nil) }
+        throw error
+      }
+      if plan.dryRun {
+        run.outcome = .dryRun
+        run.durationSeconds = clock() - start
+        return run
+      }
+      try deleteBatches(plan, into: &run, on: db, start: start, clock: clock, progress: progress)
+    } catch {
+      let deskError = deskError(error, doing: action, on: db)
+      if run.outcome != .refused {
+        run.outcome = outcome(for: error)
+        if !plan.dryRun { record(&run, start: start, clock: clock, on: db, reconnect: reconnect) }
+      }
+      if run.outcome == .connectionLost {
+        throw fail(
+          DeskError(
+            .unavailable,
+            "the connection to the database was lost after \(run.deleted) row(s) in \(run.batches) batch(es) "
+              + "(\(deskError.message)); those batches are kept, the unfinished one changed nothing: "
+              + "run the job again to finish"))
+      }
+      throw fail(deskError)
+    }
+    record(&run, start: start, clock: clock, on: db, reconnect: reconnect)
+    return run
+  }
+
+  private static func census(
+    _ plan: ExpiryPlan, into run: inout ExpiryRun, on db: Connection, start: Double, clock: () -> Double,
+    progress: (ExpiryProgress) -> Void
+  ) throws {
+    guard let cutoff = try db.queryFirst("SELECT now()::text AS cutoff")?.decode("cutoff", as: String.self) else {
+      throw DeskError(.software, "internal error: the database did not say what time it is")
+    }
+    run.cutoff = cutoff
+    var after: String?
+    repeat {
+      guard
+        let row = try db.queryFirst(
+          """
+          SELECT rows_counted, expired, last_expires_at::text AS last
+            FROM hms2fa_api.remembered_expiry_census(\(cutoff)::timestamptz, \(after)::timestamptz, \(censusChunk))
+          """)
+      else { break }
+      run.rowsAtStart += try row.decode("rows_counted", as: Int64.self)
+      run.expiredAtStart += try row.decode("expired", as: Int64.self)
+      after = try row.decode("last", as: String?.self)
+      progress(
+        ExpiryProgress(
+          phase: .counting, rows: run.rowsAtStart, expected: run.expiredAtStart, batches: 0,
+          elapsed: clock() - start))
+    } while after != nil
+  }
+
+  private static func deleteBatches(
+    _ plan: ExpiryPlan, into run: inout ExpiryRun, on db: Connection, start: Double, clock: () -> Double,
+    progress: (ExpiryProgress) -> Void
+  ) throws {
+    var after: String?
+    var timeouts = 0
+    while true {
+      if let budget = plan.maxRuntime, clock() - start >= Double(budget.seconds) {
+        run.outcome = .stopped
+        return
+      }
+      // One statement, its own transaction: the batch's locks and snapshot end with it.
+      let batch = Query(
+        """
+        SELECT deleted, resume_at::text AS last
+          FROM hms2fa_api.expire_remembered_batch(\(plan.batchSize), \(run.cutoff)::timestamptz, \(after)::timestamptz)
+        """)
+      var row: Row? = nil
+      var retry = false
+      do {
+        row = try db.queryFirst(batch)
+      } catch {
+        guard error.sqlState == SQLState.lockNotAvailable, timeouts < lockRetries else { throw error }
+        retry = true
+      }
+      if retry {
+        timeouts += 1
+        usleep(UInt32(min(timeouts, 5)) * 1_000_000)
+        continue
+      }
+      timeouts = 0
+      let deleted = try row?.decode("deleted", as: Int64.self) ?? 0
+      guard deleted > 0 else {
+        run.outcome = .complete
+        return
+      }
+      run.deleted += deleted
+      run.batches += 1
+      after = try row?.decode("last", as: String?.self)
+      progress(
+        ExpiryProgress(
+          phase: .deleting, rows: run.deleted, expected: run.expiredAtStart, batches: run.batches,
+          elapsed: clock() - start))
+    }
+  }
+
+  private static func outcome(for error: Error) -> ExpiryRun.Outcome {
+    if let pg = error as? PostgresError {
+      if pg.kind == .connectionLost { return .connectionLost }
+      if [SQLState.lockNotAvailable, SQLState.queryCanceled].contains(pg.sqlState) { return .busy }
+    }
+    if let desk = error as? DeskError, desk.status == .tryLater { return .busy }
+    return .failed
+  }
+
+  /// Writes the run's audit event; on a lost connection, from a new one. A failure to record is
+  /// not the run's failure: the metrics file and the exit status still tell.
+  private static func record(
+    _ run: inout ExpiryRun, start: Double, clock: () -> Double, on db: Connection,
+    reconnect: (() throws -> Connection)?
+  ) {
+    run.durationSeconds = clock() - start
+    let target: Connection?
+    if run.outcome == .connectionLost {
+      target = try? reconnect?()
+    } else {
+      target = db
+    }
+    guard let target, let cutoff = run.cutoff else { return }
+    _ = try? target.execute("SELECT set_config('synchronous_commit', 'on', false)")
+    let duration = (run.durationSeconds * 1000).rounded() / 1000
+    _ = try? target.execute(
+      """
+      SELECT hms2fa_api.record_expire_remembered_run(
+        \(run.outcome.rawValue), \(run.deleted), \(run.batches), \(run.expiredAtStart), \(run.rowsAtStart),
+        \(duration)::numeric, \(run.batchSize), \(cutoff)::timestamptz)
+      """)
+  }
+
+  static func percent(_ fraction: Double) -> String {
+    "\((fraction * 1000).rounded() / 10)%"
+  }
+}
+
+/// The job's figures in Prometheus text format, for node_exporter's textfile collector.
+public enum ExpiryMetrics {
+  static let prefix = "hms2fa_expire_remembered_"
+
+  /// The file's text after a run that ended with `exitStatus`; the last success carries over
+  /// from `previous` (the file as it was) when this run failed.
+  public static func text(for run: ExpiryRun, exitStatus: Int32, finishedAt: Date, previous: String?) -> String {
+    let now = finishedAt.timeIntervalSince1970
+    let lastSuccess = exitStatus == 0 ? now : previousValue("last_success_timestamp_seconds", in: previous) ?? 0
+    let metrics: [(String, String, Double)] = [
+      ("last_run_timestamp_seconds", "When the last run ended (Unix time).", now),
+      ("last_success_timestamp_seconds", "When the last run that exited 0 ended (Unix time; 0: never).", lastSuccess),
+      (
+        "exit_status", "The last run's exit status (0 ok, 65 refused by the guard, 69 database lost, 75 busy).",
+        Double(exitStatus)
+      ),
+      ("complete", "1 when the last run deleted every row that had expired when it started.", run.complete ? 1 : 0),
+      ("deleted_rows", "Rows the last run deleted.", Double(run.deleted)),
+      ("batches", "Transactions the last run committed.", Double(run.batches)),
+      ("duration_seconds", "How long the last run took.", (run.durationSeconds * 1000).rounded() / 1000),
+      ("expired_rows_at_start", "Expired rows the last run found.", Double(run.expiredAtStart)),
+      ("rows_at_start", "All remembered-browser rows when the last run started.", Double(run.rowsAtStart)),
+    ]
+    var text = ""
+    for (name, help, value) in metrics {
+      text += "# HELP \(prefix)\(name) \(help)\n# TYPE \(prefix)\(name) gauge\n\(prefix)\(name) \(number(value))\n"
+    }
+    return text
+  }
+
+  static func number(_ value: Double) -> String {
+    value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+  }
+
+  static func previousValue(_ name: String, in text: String?) -> Double? {
+    guard let text else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix(prefix + name + " ") {
+      return Double(String(line.dropFirst(prefix.count + name.count + 1)).trimmingASCIISpaces())
+    }
+    return nil
+  }
+
+  /// Writes the metrics for a run to `path` atomically: a temporary file in the same folder,
+  /// flushed to disk, then renamed over the old one, so the collector never reads half a file.
+  ///
+  /// - Throws: a configuration `DeskError` naming the file when it can't be written.
+  public static func write(
+    _ run: ExpiryRun, exitStatus: Int32, to path: String, finishedAt: Date = Date()
+  ) throws(DeskError) {
+    let previous = (try? Data(contentsOf: URL(fileURLWithPath: path))).map { String(decoding: $0, as: UTF8.self) }
+    let text = text(for: run, exitStatus: exitStatus, finishedAt: finishedAt, previous: previous)
+    let temporary = "\(path).\(getpid()).tmp"
+    func failure(_ doing: String) -> DeskError {
+      let reason = String(cString: strerror(errno))
+      return DeskError(.configuration, "cannot \(doing) the metrics file \(quoted(path, limit: 200)): \(reason)")
+    }
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw failure("write") }
+    let ok = writeAll(fd, Array(text.utf8)) && fsync(fd) == 0
+    let error = ok ? nil : failure("write")
+    close(fd)
+    if let error {
+      unlink(temporary)
+      throw error
+    }
+    guard rename(temporary, path) == 0 else {
+      let error = failure("replace")
+      unlink(temporary)
+      throw error
+    }
+  }
+}
+
+/// Writes every byte to `fd`, retrying short writes and interruptions.
+private func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+  bytes.withUnsafeBytes { raw -> Bool in
+    var offset = 0
+    while offset < raw.count {
+      let written = write(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset)
+      if written < 0 {
+        if errno == EINTR { continue }
+        return false
+      }
+      offset += written
+    }
+    return true
+  }
+}

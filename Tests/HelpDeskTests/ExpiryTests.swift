@@ -1,0 +1,279 @@
+import Foundation
+import HelpDesk
+import Postgres
+import TestSupport
+import Testing
+
+/// The nightly expiry of remember-me rows, through the library, as a batch login.
+@Suite("jobs expire-remembered")
+struct ExpiryTests {
+  /// A database with two people and a batch login; rows are named by their `browser` column:
+  /// `expired-…` and `live-…`.
+  struct Table {
+    let database: TestDatabase
+    let admin: Connection
+    let batchLogin: String
+
+    init() throws {
+      database = try TestDatabase.create()
+      admin = try database.connect()
+      try Fixtures.account("jd123", on: admin)
+      try Fixtures.account("mk456", on: admin)
+      batchLogin = try database.createLogin(.batch)
+    }
+
+    /// Adds `count` rows whose expires_at is `offset` from now (plus a second per row, or the
+    /// same instant for all with `sameInstant`), alternating between the two people.
+    func add(
+      _ count: Int, named prefix: String, expiresIn offset: String, sameInstant: Bool = false, revoked: Bool = false
+    ) throws {
+      try admin.execute(
+        """
+        INSERT INTO hms2fa.remembered_browsers (token_hash, account_id, browser, created_at, expires_at, revoked_at)
+        SELECT sha256(convert_to(gen_random_uuid()::text, 'UTF8')),
+               CASE WHEN i % 2 = 0 THEN 'jd123' ELSE 'mk456' END, \(prefix) || '-' || i,
+               now() - interval '40 days',
+               now() + \(offset)::interval + CASE WHEN \(sameInstant) THEN interval '0' ELSE i * interval '1 second' END,
+               CASE WHEN \(revoked) THEN now() END
+          FROM generate_series(1, \(count)) i
+        """)
+    }
+
+    func names() throws -> Set<String> {
+      Set(try admin.query("SELECT browser FROM hms2fa.remembered_browsers").map { try $0.decode("browser") })
+    }
+
+    func expiredLeft() throws -> Int {
+      try admin.queryFirst("SELECT count(*) AS n FROM hms2fa.remembered_browsers WHERE expires_at < now()")?
+        .decode("n", as: Int.self) ?? -1
+    }
+
+    func events() throws -> [AuditEvent] {
+      try AuditLog.events(AuditFilter(limit: 1_000), on: admin).filter { $0.action == "job.expire_remembered" }
+    }
+
+    func batch() throws -> Connection { try database.connect(as: batchLogin) }
+  }
+
+  private func details(_ event: AuditEvent?) throws -> [String: Any] {
+    let text = try #require(event?.details)
+    return try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+  }
+
+  @Test("deletes exactly the expired rows, revoked or not, in batches of the size asked for")
+  func deletesExactlyExpired() throws {
+    let table = try Table()
+    try table.add(23, named: "expired", expiresIn: "-10 days")
+    try table.add(4, named: "expired-revoked", expiresIn: "-1 hour", revoked: true)
+    try table.add(11, named: "live", expiresIn: "1 hour")
+    try table.add(3, named: "live-revoked", expiresIn: "29 days", revoked: true)
+    let live = try table.names().filter { $0.hasPrefix("live") }
+
+    let run = try RememberedExpiry.run(ExpiryPlan(batchSize: 5, maxFraction: 0.9), on: try table.batch())
+    #expect(run.outcome == .complete)
+    #expect(run.complete)
+    #expect(run.deleted == 27)
+    #expect(run.batches == 6)  // 5+5+5+5+5+2
+    #expect(run.expiredAtStart == 27)
+    #expect(run.rowsAtStart == 41)
+    #expect(try table.names() == live)
+  }
+
+  @Test("rows sharing one expires_at across batch boundaries all go; a batch never exceeds its size")
+  func tiesAndBatchSize() throws {
+    let table = try Table()
+    try table.add(17, named: "expired", expiresIn: "-3 days", sameInstant: true)
+    try table.add(20, named: "live", expiresIn: "3 days", sameInstant: true)
+    let batch = try table.batch()
+    let first = try batch.queryFirst("SELECT deleted FROM hms2fa_api.expire_remembered_batch(4)")
+    #expect(try first?.decode("deleted", as: Int.self) == 4)
+    let run = try RememberedExpiry.run(ExpiryPlan(batchSize: 4), on: batch)
+    #expect(run.deleted == 13)
+    #expect(run.batches == 4)
+    #expect(try table.expiredLeft() == 0)
+    #expect(try table.names().count == 20)
+    // However far in the future the caller says, only rows expired by now() go.
+    let future = try batch.queryFirst(
+      "SELECT deleted FROM hms2fa_api.expire_remembered_batch(100, now() + interval '10 days')")
+    #expect(try future?.decode("deleted", as: Int.self) == 0)
+    #expect(try table.names().count == 20)
+  }
+
+  @Test("--max-runtime stops cleanly with complete false; the next run finishes the work")
+  func maxRuntime() throws {
+    let table = try Table()
+    try table.add(30, named: "expired", expiresIn: "-2 days")
+    try table.add(40, named: "live", expiresIn: "2 days")
+    var now = 0.0
+    let plan = ExpiryPlan(batchSize: 5, maxRuntime: DeskDuration(seconds: 60))
+    // The clock jumps past the budget during the second batch.
+    let stopped = try RememberedExpiry.run(
+      plan, on: try table.batch(), clock: { now },
+      progress: { progress in if progress.phase == .deleting && progress.batches == 2 { now = 61 } })
+    #expect(stopped.outcome == .stopped)
+    #expect(!stopped.complete)
+    #expect(stopped.deleted == 10)
+    #expect(try table.expiredLeft() == 20)
+    let finished = try RememberedExpiry.run(plan, on: try table.batch())
+    #expect(finished.complete)
+    #expect(finished.deleted == 20)
+    #expect(try table.expiredLeft() == 0)
+    #expect(try table.names().count == 40)
+    let outcomes = try table.events().map { try details($0)["outcome"] as? String }
+    #expect(outcomes == ["stopped", "complete"])
+  }
+
+  @Test("a second run while one holds the job's lock gets 75 at once, and changes nothing")
+  func secondRunBusy() throws {
+    let table = try Table()
+    try table.add(5, named: "expired", expiresIn: "-2 days")
+    try table.add(5, named: "live", expiresIn: "2 days")
+    let holder = try table.batch()
+    #expect(
+      try holder.queryFirst("SELECT hms2fa_api.expire_remembered_lock() AS ok")?.decode("ok", as: Bool.self) == true)
+    let failure = #expect(throws: ExpiryFailure.self) {
+      try RememberedExpiry.run(ExpiryPlan(), on: try table.batch())
+    }
+    #expect(failure?.error.status == .tryLater)
+    #expect(try table.expiredLeft() == 5)
+    #expect(try table.events().isEmpty)
+    // Released (here explicitly; a run's end or lost connection does the same), the next run works.
+    try holder.execute("SELECT hms2fa_api.expire_remembered_unlock()")
+    #expect(try RememberedExpiry.run(ExpiryPlan(), on: try table.batch()).deleted == 5)
+  }
+
+  @Test("--dry-run counts what would go and changes nothing, not even the audit log")
+  func dryRun() throws {
+    let table = try Table()
+    try table.add(7, named: "expired", expiresIn: "-2 days")
+    try table.add(9, named: "live", expiresIn: "2 days")
+    let before = try table.names()
+    let run = try RememberedExpiry.run(ExpiryPlan(dryRun: true), on: try table.batch())
+    #expect(run.outcome == .dryRun)
+    #expect(run.expiredAtStart == 7)
+    #expect(run.rowsAtStart == 16)
+    #expect(run.deleted == 0)
+    #expect(try table.names() == before)
+    #expect(try table.events().isEmpty)
+  }
+
+  @Test("the guard refuses (65) when more than --max-fraction would go, unless --force")
+  func blastRadiusGuard() throws {
+    let table = try Table()
+    try table.add(6, named: "expired", expiresIn: "-2 days")
+    try table.add(4, named: "live", expiresIn: "2 days")
+    let refused = #expect(throws: ExpiryFailure.self) {
+      try RememberedExpiry.run(ExpiryPlan(), on: try table.batch())
+    }
+    #expect(refused?.error.status == .dataError)
+    #expect(refused?.error.message.contains("6 of 10") == true)
+    #expect(try table.expiredLeft() == 6)
+    let dry = #expect(throws: ExpiryFailure.self) {
+      try RememberedExpiry.run(ExpiryPlan(dryRun: true), on: try table.batch())
+    }
+    #expect(dry?.error.status == .dataError)
+    #expect(try RememberedExpiry.run(ExpiryPlan(maxFraction: 0.6), on: try table.batch()).deleted == 6)
+    try table.add(3, named: "expired-again", expiresIn: "-1 day")
+    #expect(try RememberedExpiry.run(ExpiryPlan(force: true), on: try table.batch()).deleted == 3)
+    let outcomes = try table.events().map { try details($0)["outcome"] as? String }
+    #expect(outcomes == ["refused", "complete", "complete"])
+  }
+
+  @Test("each run writes one job.expire_remembered event with its counts, as the login")
+  func oneEventPerRun() throws {
+    let table = try Table()
+    try table.add(12, named: "expired", expiresIn: "-2 days")
+    try table.add(20, named: "live", expiresIn: "2 days")
+    _ = try RememberedExpiry.run(ExpiryPlan(batchSize: 5), on: try table.batch())
+    let events = try table.events()
+    #expect(events.count == 1)
+    #expect(events.first?.actor == table.batchLogin)
+    let fields = try details(events.first)
+    #expect(fields["deleted"] as? Int == 12)
+    #expect(fields["batches"] as? Int == 3)
+    #expect(fields["complete"] as? Bool == true)
+    #expect(fields["expired_at_start"] as? Int == 12)
+    #expect(fields["rows_at_start"] as? Int == 32)
+    #expect(fields["batch_size"] as? Int == 5)
+    _ = try RememberedExpiry.run(ExpiryPlan(), on: try table.batch())
+    #expect(try table.events().count == 2)
+    #expect(try AuditLog.verify(on: table.admin).ok)
+  }
+
+  @Test("tier1 and tier2 logins get 77 naming hms2fa_batch; the functions refuse them from raw SQL too")
+  func onlyBatch() throws {
+    let table = try Table()
+    try table.add(3, named: "expired", expiresIn: "-2 days")
+    for tier in [Tier.tier1, .tier2, .signin] {
+      let db = try table.database.connect(as: try table.database.createLogin(tier))
+      let failure = #expect(throws: ExpiryFailure.self) { try RememberedExpiry.run(ExpiryPlan(), on: db) }
+      #expect(failure?.error.status == .noPermission)
+      #expect(failure?.error.message.contains("hms2fa_batch") == true)
+      let raw = #expect(throws: PostgresError.self) {
+        try db.execute("SELECT * FROM hms2fa_api.expire_remembered_batch(10)")
+      }
+      #expect(raw?.sqlState == SQLState.insufficientPrivilege)
+    }
+    #expect(try table.expiredLeft() == 3)
+  }
+
+  @Test("a backend killed mid-run: 69, committed batches kept, no live row lost; the next run finishes")
+  func killedMidRun() throws {
+    let table = try Table()
+    try table.add(40, named: "expired", expiresIn: "-2 days")
+    try table.add(50, named: "live", expiresIn: "2 days")
+    let live = try table.names().filter { $0.hasPrefix("live") }
+    let job = try table.batch()
+    let pid = job.backendPID
+    let failure = #expect(throws: ExpiryFailure.self) {
+      try RememberedExpiry.run(
+        ExpiryPlan(batchSize: 5), on: job, reconnect: { try table.batch() },
+        progress: { progress in
+          if progress.phase == .deleting && progress.batches == 3 {
+            _ = try? table.admin.execute("SELECT pg_terminate_backend(\(pid), 10000)")
+          }
+        })
+    }
+    #expect(failure?.error.status == .unavailable)
+    #expect(failure?.run.deleted == 15)
+    #expect(failure?.error.message.contains("15 row(s) in 3 batch(es)") == true)
+    #expect(try table.expiredLeft() == 25)
+    #expect(try table.names().filter { $0.hasPrefix("live") } == live)
+    // The run is still accounted for, from a new connection.
+    #expect(try table.events().map { try details($0)["outcome"] as? String } == ["connection_lost"])
+    // The dead session's lock went with it.
+    let next = try RememberedExpiry.run(ExpiryPlan(batchSize: 5), on: try table.batch())
+    #expect(next.complete)
+    #expect(next.deleted == 25)
+    #expect(try table.expiredLeft() == 0)
+    #expect(try table.names() == live)
+  }
+
+  @Test("the metrics text: every gauge, and the last success carried over a failed run")
+  func metricsText() throws {
+    var run = ExpiryRun(outcome: .complete)
+    run.deleted = 1_234
+    run.batches = 3
+    run.durationSeconds = 2.5
+    run.expiredAtStart = 1_234
+    run.rowsAtStart = 5_000
+    let ok = ExpiryMetrics.text(
+      for: run, exitStatus: 0, finishedAt: Date(timeIntervalSince1970: 1_800_000_000), previous: nil)
+    #expect(ok.contains("hms2fa_expire_remembered_deleted_rows 1234\n"))
+    #expect(ok.contains("hms2fa_expire_remembered_complete 1\n"))
+    #expect(ok.contains("hms2fa_expire_remembered_exit_status 0\n"))
+    #expect(ok.contains("hms2fa_expire_remembered_duration_seconds 2.5\n"))
+    #expect(ok.contains("hms2fa_expire_remembered_last_success_timestamp_seconds 1800000000\n"))
+    #expect(ok.contains("# TYPE hms2fa_expire_remembered_batches gauge\n"))
+    var lost = ExpiryRun(outcome: .connectionLost)
+    lost.deleted = 10
+    let failed = ExpiryMetrics.text(
+      for: lost, exitStatus: 69, finishedAt: Date(timeIntervalSince1970: 1_800_086_400), previous: ok)
+    #expect(failed.contains("hms2fa_expire_remembered_last_success_timestamp_seconds 1800000000\n"))
+    #expect(failed.contains("hms2fa_expire_remembered_last_run_timestamp_seconds 1800086400\n"))
+    #expect(failed.contains("hms2fa_expire_remembered_exit_status 69\n"))
+    #expect(failed.contains("hms2fa_expire_remembered_complete 0\n"))
+    let never = ExpiryMetrics.text(for: lost, exitStatus: 69, finishedAt: Date(), previous: nil)
+    #expect(never.contains("hms2fa_expire_remembered_last_success_timestamp_seconds 0\n"))
+  }
+}
