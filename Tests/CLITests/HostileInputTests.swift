@@ -41,6 +41,9 @@ struct HostileInputTests {
     Template("remembered", "list", "@jd123"),
     Template("remembered", "revoke", "@jd123", "--ticket", "@T1", "--reason", "@stolen"),
     Template("audit", "log", "--account", "@jd123", "--actor", "@someone", "--since", "@7d", "--limit", "@10"),
+    Template(
+      "jobs", "expire-remembered", "--batch-size", "@100", "--max-runtime", "@1m", "--max-fraction", "@0.5",
+      "--dry-run"),
     Template("staff", "grant", "@nobody_here", "--role", "@tier1", "--ticket", "@T1"),
     Template("staff", "revoke", "@nobody_here", "--role", "@tier1", "--ticket", "@T1"),
   ]

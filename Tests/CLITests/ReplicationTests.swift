@@ -89,4 +89,71 @@ struct ReplicationTests {
     let audit = try Tool.run(["audit", "verify", "--database", standby])
     #expect(audit.status == 0, "\(audit.stderr)")
   }
+
+  @Test("the server restarted between two batches of the nightly job: exit 69, the next run completes")
+  func restartDuringJob() throws {
+    let dir = TestCluster.scratch + "/restart-" + UUID().uuidString.prefix(8)
+    let base = 20_000 + Int(getpid() % 5_000) * 2 + 10_000
+    try pair(["start", dir, String(base), String(base + 1)])
+    defer { try? pair(["stop", dir]) }
+    let primary = "host=127.0.0.1 port=\(base) dbname=postgres user=postgres"
+    let nightly = "host=127.0.0.1 port=\(base) dbname=postgres user=nightly"
+    #expect(try Tool.run(["db", "migrate", "--database", primary]).status == 0)
+    let admin = try Connection.connect(primary)
+    try Fixtures.account("jd123", on: admin)
+    for days in [-3, -2, -1, -3, -2, -1, -4, -5, 7, 8] {
+      try Fixtures.rememberedBrowser("jd123", expiresInDays: days, on: admin)
+    }
+    // The third batch waits on an advisory lock held here, so the restart lands between
+    // batches two and three.
+    try admin.runScript(
+      """
+      CREATE SEQUENCE public.deletes_seen;
+      CREATE ROLE nightly LOGIN;
+      GRANT hms2fa_batch TO nightly;
+      CREATE FUNCTION public.hold_third_delete() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+      BEGIN
+        IF nextval('public.deletes_seen') >= 3 THEN PERFORM pg_advisory_xact_lock(7032); END IF;
+        RETURN NULL;
+      END $$;
+      CREATE TRIGGER hold_third_delete BEFORE DELETE ON hms2fa.remembered_browsers
+        FOR EACH STATEMENT EXECUTE FUNCTION public.hold_third_delete();
+      """)
+    let gate = try Connection.connect(primary)
+    try gate.execute("SELECT pg_advisory_lock(7032)")
+    let outcome = Locked<Tool.Outcome?>(nil)
+    let group = DispatchGroup()
+    group.enter()
+    Thread.detachNewThread {
+      defer { group.leave() }
+      let result = try? Tool.run(
+        ["jobs", "expire-remembered", "--batch-size", "2", "--max-fraction", "1", "--json", "--database", nightly])
+      outcome.update { $0 = result }
+    }
+    var waiting = false
+    for _ in 0..<400 where !waiting {
+      waiting =
+        try admin.queryFirst(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )?.decode("n", as: Int.self) == 1
+      if !waiting { usleep(25_000) }
+    }
+    #expect(waiting)
+    try pair(["restart-primary", dir])
+    group.wait()
+    let result = try #require(outcome.value)
+    #expect(result.status == 69, "\(result.stderr)")
+    #expect(result.stderr.contains("4 row(s) in 2 batch(es)"), "\(result.stderr)")
+
+    let after = try Connection.connect(primary)
+    try after.execute("DROP TRIGGER hold_third_delete ON hms2fa.remembered_browsers")
+    let next = try Tool.run(
+      ["jobs", "expire-remembered", "--batch-size", "2", "--max-fraction", "1", "--json", "--database", nightly])
+    #expect(next.status == 0, "\(next.stderr)")
+    let document = try JSONSerialization.jsonObject(with: Data(next.stdout.utf8)) as? [String: Any]
+    #expect(document?["deleted"] as? Int == 4, "\(next.stdout)")
+    #expect(document?["complete"] as? Bool == true, "\(next.stdout)")
+    let left = try after.queryFirst("SELECT count(*)::int AS n FROM hms2fa.remembered_browsers")
+    #expect(try left?.decode("n", as: Int.self) == 2)
+  }
 }
