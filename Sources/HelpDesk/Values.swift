@@ -63,6 +63,45 @@ public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
   public var description: String { value }
 }
 
+extension EmailAddress {
+  /// An email of record as the identity feed gives it: trimmed; exactly one `@`; a non-empty
+  /// local part; a domain of two or more non-empty dot-separated labels; no spaces or control
+  /// characters; at most 254 bytes. The domain's letters A–Z are lowercased (domains are
+  /// case-insensitive); the local part is kept as it is, since a mail server may tell its cases
+  /// apart. `hms2fa.roster_row_problem` checks the same in the database.
+  ///
+  /// - Throws: a bad-data `DeskError` saying what is wrong.
+  public init(ofRecord text: String) throws(DeskError) {
+    let trimmed = text.trimmingASCIISpaces()
+    guard !trimmed.isEmpty else { throw .badData("the email is empty") }
+    guard trimmed.utf8.count <= 254 else { throw .badData("\(quoted(trimmed)) is too long for an email address") }
+    var at: String.UnicodeScalarView.Index?
+    for index in trimmed.unicodeScalars.indices {
+      let scalar = trimmed.unicodeScalars[index]
+      if scalar == "@" {
+        guard at == nil else { throw .badData("\(quoted(trimmed)) has more than one '@'") }
+        at = index
+      } else if scalar.properties.isWhitespace || scalar.properties.generalCategory == .control {
+        throw .badData("\(quoted(trimmed)) contains a space or a control character")
+      }
+    }
+    guard let at else { throw .badData("\(quoted(trimmed)) is not an email address (no '@')") }
+    let local = trimmed.unicodeScalars[..<at]
+    let domain = trimmed.unicodeScalars[trimmed.unicodeScalars.index(after: at)...]
+    guard !local.isEmpty else { throw .badData("\(quoted(trimmed)) has nothing before the '@'") }
+    let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+    guard labels.count >= 2, labels.allSatisfy({ !$0.isEmpty }) else {
+      throw .badData("\(quoted(trimmed)) has no valid domain (e.g. hms.harvard.edu) after the '@'")
+    }
+    var normalised = String.UnicodeScalarView(local)
+    normalised.append("@")
+    for scalar in domain {
+      normalised.append(("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32) ?? scalar : scalar)
+    }
+    value = String(normalised)
+  }
+}
+
 /// How an agent names a person: an account id, or an email of record.
 public enum AccountKey: Sendable, CustomStringConvertible {
   case id(AccountID)

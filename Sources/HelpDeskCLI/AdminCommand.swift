@@ -24,7 +24,7 @@ struct AdminCommand: ParsableCommand {
     version: "0.1.0",
     subcommands: [
       UserCommand.self, PhoneCommand.self, IdentityCommand.self, ActivationCommand.self, RememberedCommand.self,
-      AuditCommand.self, StaffCommand.self,
+      AuditCommand.self, StaffCommand.self, AccountsCommand.self,
       DBCommand.self,
     ]
   )
