@@ -1,7 +1,8 @@
 -- Roster sync: the identity system's nightly export, loaded by a batch login. The client opens
--- a staging table for its transaction, COPYs the feed into it, and calls apply_roster, which
--- checks every row again, refuses the whole feed at the first problem, and applies inserts,
--- updates and (when asked) disables, with one audit event; commit or rollback is the client's.
+-- a staging table for its transaction (whose constraints check every row again), COPYs the
+-- feed into it, and calls apply_roster, which finds the changes in one pass, refuses a feed
+-- that would disable too many accounts, and applies inserts, updates and (when asked)
+-- disables, with one audit event; commit or rollback is the client's.
 
 -- The staging table is made by hms2fa_owner in the caller's session; whoever migrates gives it
 -- the TEMPORARY privilege in case PUBLIC's default was revoked (a warning, not an error, when
@@ -14,7 +15,7 @@ $$;
 
 SET LOCAL ROLE hms2fa_owner;
 
---   H2U8x usage: no staging table, a bad option     H2D8x the feed is refused
+--   H2U8x usage: no staging table, a bad option     H2D83 the feed would disable too many
 --   H2R81 another import holds the lock
 
 -- Opens this transaction's staging table, pg_temp.roster_feed. It belongs to hms2fa_owner and
@@ -30,13 +31,23 @@ BEGIN
     RAISE EXCEPTION 'this session already has a table pg_temp.roster_feed'
       USING ERRCODE = 'H2U81', HINT = 'run the import in a new transaction';
   END IF;
+  -- The tool checks every row before sending it; these constraints hold the same rules for
+  -- a feed loaded with psql, and are checked while COPY streams (the server has time to spare
+  -- while the client parses). Duplicate ids are caught by the key.
   CREATE TEMPORARY TABLE roster_feed (
     line         bigint NOT NULL,
-    account_id   text,
-    display_name text,
-    email        text,
-    status       text,
-    high_risk    boolean
+    account_id   text PRIMARY KEY
+                 CONSTRAINT account_id_normalised
+                 CHECK (account_id ~ '^[a-z0-9][a-z0-9._-]*$' AND octet_length(account_id) <= 64),
+    display_name text NOT NULL
+                 CONSTRAINT display_name_printable
+                 CHECK (btrim(display_name) <> '' AND display_name !~ '[\x01-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]'),
+    email        text NOT NULL
+                 CONSTRAINT email_of_record
+                 CHECK (octet_length(email) <= 254
+                        AND email ~ '^[^@[:space:][:cntrl:]]+@([^@.A-Z[:space:][:cntrl:]]+\.)+[^@.A-Z[:space:][:cntrl:]]+$'),
+    status       text NOT NULL CONSTRAINT status_known CHECK (status IN ('active', 'disabled')),
+    high_risk    boolean NOT NULL
   ) ON COMMIT DROP;
   EXECUTE format('GRANT INSERT ON TABLE pg_temp.roster_feed TO %I', session_user);
 END
@@ -59,42 +70,17 @@ BEGIN
 END
 $$;
 
--- The rules the tool applies at the edge (Sources/HelpDesk/Values.swift), again here so that a
--- feed loaded with psql meets them too. NULL when the row is fine, else what is wrong.
-CREATE FUNCTION hms2fa.roster_row_problem(
-  p_account_id text, p_display_name text, p_email text, p_status text, p_high_risk boolean
-) RETURNS text
-  LANGUAGE sql IMMUTABLE PARALLEL SAFE
-  SET search_path = pg_catalog, pg_temp
-  RETURN CASE
-    WHEN p_account_id IS NULL OR p_account_id !~ '^[a-z0-9][a-z0-9._-]{0,63}$' THEN
-      format('account_id %s is not a normalised HMS Account ID', coalesce(quote_literal(left(p_account_id, 70)), 'NULL'))
-    WHEN p_display_name IS NULL OR btrim(p_display_name) = '' THEN
-      'display_name is empty'
-    WHEN p_display_name ~ '[\x01-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]' THEN
-      'display_name contains control characters'
-    WHEN p_email IS NULL OR length(p_email) > 254
-         OR p_email !~ '^[^@[:space:][:cntrl:]]+@([^@.[:space:][:cntrl:]]+\.)+[^@.[:space:][:cntrl:]]+$' THEN
-      format('email %s is not an email address', coalesce(quote_literal(left(p_email, 70)), 'NULL'))
-    WHEN split_part(p_email, '@', 2) ~ '[A-Z]' THEN
-      format('email %s: the domain must be lowercase', quote_literal(left(p_email, 70)))
-    WHEN p_status IS NULL OR p_status NOT IN ('active', 'disabled') THEN
-      format('status %s is neither active nor disabled', coalesce(quote_literal(left(p_status, 70)), 'NULL'))
-    WHEN p_high_risk IS NULL THEN
-      'high_risk is empty'
-  END;
-
 -- Applies the feed in pg_temp.roster_feed to hms2fa.accounts: inserts accounts that are new,
 -- updates those whose name, email, status or high-risk flag differ (the feed's status is
 -- authoritative, so a disabled account that comes back active is enabled again) and, with
 -- p_disable_missing, disables active accounts the feed doesn't list. login_action and
 -- created_at are never touched.
 --
--- The whole feed is refused (nothing changes) at the first malformed row or repeated account
--- id, and when it would disable more than p_max_disable_fraction of the active accounts
--- (a truncated export must not lock out the school), unless p_force, which needs a ticket.
--- p_dry_run counts and checks but changes nothing and writes no event; roster_diff shows what
--- would change. Otherwise writes one accounts.imported event with the counts.
+-- The rows were checked as they arrived (the staging table's constraints and key). The whole
+-- feed is refused (nothing changes) when it would disable more than p_max_disable_fraction of
+-- the active accounts (a truncated export must not lock out the school), unless p_force, which
+-- needs a ticket. p_dry_run counts but changes nothing and writes no event; roster_diff then
+-- lists what would change. Otherwise writes one accounts.imported event with the counts.
 CREATE FUNCTION hms2fa_api.apply_roster(
   p_disable_missing boolean, p_max_disable_fraction numeric, p_force boolean, p_dry_run boolean,
   p_source text, p_ticket text DEFAULT NULL,
@@ -104,13 +90,11 @@ CREATE FUNCTION hms2fa_api.apply_roster(
 )
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
-  -- A million-row feed is grouped and joined in memory rather than in temporary files.
+  -- A million-row feed is joined in memory rather than in temporary files.
   SET work_mem = '256MB'
 AS $$
 DECLARE
-  v_bad record;
   v_feed_disables bigint;
-  v_missing bigint := 0;
 BEGIN
   IF p_ticket IS NOT NULL THEN
     PERFORM hms2fa.check_ticket(p_ticket);
@@ -128,50 +112,39 @@ BEGIN
       HINT = 'try again when it has finished';
   END IF;
 
-  SELECT f.line, hms2fa.roster_row_problem(f.account_id, f.display_name, f.email, f.status, f.high_risk) AS problem
-    INTO v_bad
-    FROM ONLY pg_temp.roster_feed f
-   WHERE hms2fa.roster_row_problem(f.account_id, f.display_name, f.email, f.status, f.high_risk) IS NOT NULL
-   ORDER BY f.line
-   LIMIT 1;
-  IF FOUND THEN
-    RAISE EXCEPTION 'line %: %; nothing was imported', v_bad.line, v_bad.problem USING ERRCODE = 'H2D81';
+  -- One pass over feed and registry: every account that would be added, changed or disabled,
+  -- with its old and new values. Unchanged accounts (most, on a normal night) are not kept.
+  IF to_regclass('pg_temp.roster_changes') IS NOT NULL THEN
+    DROP TABLE pg_temp.roster_changes;
   END IF;
-
-  SELECT f.account_id, count(*) AS n, min(f.line) AS first_line, max(f.line) AS last_line
-    INTO v_bad
-    FROM ONLY pg_temp.roster_feed f
-   GROUP BY f.account_id
-  HAVING count(*) > 1
-   ORDER BY min(f.line)
-   LIMIT 1;
-  IF FOUND THEN
-    RAISE EXCEPTION 'line %: account id % appears % times (lines % to %); nothing was imported',
-      v_bad.last_line, v_bad.account_id, v_bad.n, v_bad.first_line, v_bad.last_line
-      USING ERRCODE = 'H2D82', HINT = 'ids are compared after trimming and lowercasing';
-  END IF;
-
-  ANALYZE pg_temp.roster_feed;
+  CREATE TEMPORARY TABLE roster_changes ON COMMIT DROP AS
+    SELECT CASE WHEN a.account_id IS NULL THEN 'added'
+                WHEN f.account_id IS NULL THEN 'disabled'
+                ELSE 'changed' END AS change,
+           coalesce(f.account_id, a.account_id) AS account_id, f.line,
+           a.display_name AS old_display_name, f.display_name,
+           a.email AS old_email, f.email,
+           a.status AS old_status, coalesce(f.status, 'disabled') AS status,
+           a.high_risk AS old_high_risk, f.high_risk
+      FROM ONLY pg_temp.roster_feed f
+      FULL JOIN hms2fa.accounts a ON a.account_id = f.account_id
+     WHERE a.account_id IS NULL
+        OR (f.account_id IS NULL AND p_disable_missing AND a.status = 'active')
+        OR (f.account_id IS NOT NULL
+            AND (a.display_name, a.email, a.status, a.high_risk)
+                IS DISTINCT FROM (f.display_name, f.email, f.status, f.high_risk));
+  ANALYZE pg_temp.roster_changes;
 
   SELECT count(*) INTO feed_rows FROM ONLY pg_temp.roster_feed;
   SELECT count(*) INTO active_before FROM hms2fa.accounts a WHERE a.status = 'active';
-  SELECT count(*) FILTER (WHERE a.account_id IS NULL),
-         count(*) FILTER (WHERE a.account_id IS NOT NULL
-                            AND (a.display_name, a.email, a.status, a.high_risk)
-                                IS DISTINCT FROM (f.display_name, f.email, f.status, f.high_risk)),
-         count(*) FILTER (WHERE a.status = 'active' AND f.status = 'disabled')
-    INTO added, changed, v_feed_disables
-    FROM ONLY pg_temp.roster_feed f
-    LEFT JOIN hms2fa.accounts a ON a.account_id = f.account_id;
-  IF p_disable_missing THEN
-    SELECT count(*) INTO v_missing
-      FROM hms2fa.accounts a
-     WHERE a.status = 'active'
-       AND NOT EXISTS (SELECT 1 FROM ONLY pg_temp.roster_feed f WHERE f.account_id = a.account_id);
-  END IF;
-  disabled := v_missing;
+  SELECT count(*) FILTER (WHERE c.change = 'added'),
+         count(*) FILTER (WHERE c.change = 'changed'),
+         count(*) FILTER (WHERE c.change = 'disabled'),
+         count(*) FILTER (WHERE c.change = 'changed' AND c.old_status = 'active' AND c.status = 'disabled')
+    INTO added, changed, disabled, v_feed_disables
+    FROM pg_temp.roster_changes c;
   unchanged := feed_rows - added - changed;
-  would_disable := v_missing + v_feed_disables;
+  would_disable := disabled + v_feed_disables;
   over_limit := would_disable > 0 AND would_disable > p_max_disable_fraction * active_before;
 
   IF p_dry_run THEN
@@ -186,26 +159,23 @@ BEGIN
   END IF;
 
   UPDATE hms2fa.accounts a
-     SET display_name = f.display_name, email = f.email, status = f.status, high_risk = f.high_risk
-    FROM ONLY pg_temp.roster_feed f
-   WHERE a.account_id = f.account_id
-     AND (a.display_name, a.email, a.status, a.high_risk)
-         IS DISTINCT FROM (f.display_name, f.email, f.status, f.high_risk);
+     SET display_name = c.display_name, email = c.email, status = c.status, high_risk = c.high_risk
+    FROM pg_temp.roster_changes c
+   WHERE c.change = 'changed' AND a.account_id = c.account_id;
   GET DIAGNOSTICS changed = ROW_COUNT;
 
   INSERT INTO hms2fa.accounts (account_id, display_name, email, status, high_risk)
-  SELECT f.account_id, f.display_name, f.email, f.status, f.high_risk
-    FROM ONLY pg_temp.roster_feed f
-   WHERE NOT EXISTS (SELECT 1 FROM hms2fa.accounts a WHERE a.account_id = f.account_id);
+  SELECT c.account_id, c.display_name, c.email, c.status, c.high_risk
+    FROM pg_temp.roster_changes c
+   WHERE c.change = 'added'
+  ON CONFLICT (account_id) DO NOTHING;
   GET DIAGNOSTICS added = ROW_COUNT;
 
-  IF p_disable_missing THEN
-    UPDATE hms2fa.accounts a
-       SET status = 'disabled'
-     WHERE a.status = 'active'
-       AND NOT EXISTS (SELECT 1 FROM ONLY pg_temp.roster_feed f WHERE f.account_id = a.account_id);
-    GET DIAGNOSTICS disabled = ROW_COUNT;
-  END IF;
+  UPDATE hms2fa.accounts a
+     SET status = 'disabled'
+    FROM pg_temp.roster_changes c
+   WHERE c.change = 'disabled' AND a.account_id = c.account_id AND a.status = 'active';
+  GET DIAGNOSTICS disabled = ROW_COUNT;
   unchanged := feed_rows - added - changed;
 
   event_id := hms2fa.audit('accounts.imported', NULL, p_ticket, NULL, jsonb_build_object(
@@ -215,46 +185,42 @@ BEGIN
 END
 $$;
 
--- What apply_roster would change, one row per account, in feed order (accounts to disable
--- last), at most p_limit rows. 'added' has the new values; 'changed' the fields that differ,
--- before (old_*) and after (NULL where a field stays as it is); 'disabled' the status.
-CREATE FUNCTION hms2fa_api.roster_diff(p_disable_missing boolean, p_limit integer DEFAULT 1000)
+-- What apply_roster found to change (call it first, with p_dry_run), one row per account in
+-- feed order (accounts to disable last), at most p_limit rows. 'added' has the new values;
+-- 'changed' the fields that differ, before (old_*) and after (NULL where a field stays as it
+-- is); 'disabled' the status.
+CREATE FUNCTION hms2fa_api.roster_diff(p_limit integer DEFAULT 1000)
 RETURNS TABLE (change text, account_id text, line bigint,
                old_display_name text, display_name text, old_email text, email text,
                old_status text, status text, old_high_risk boolean, high_risk boolean)
   LANGUAGE plpgsql STABLE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
-  SET work_mem = '256MB'
 AS $$
 BEGIN
-  PERFORM hms2fa.check_roster_feed();
+  IF NOT EXISTS (
+       SELECT 1 FROM pg_catalog.pg_class t
+        WHERE t.oid = to_regclass('pg_temp.roster_changes') AND t.relkind = 'r'
+          AND t.relowner = 'hms2fa_owner'::regrole) THEN
+    RAISE EXCEPTION 'no roster changes in this transaction'
+      USING ERRCODE = 'H2U85', HINT = 'call hms2fa_api.apply_roster first (with p_dry_run => true)';
+  END IF;
   RETURN QUERY
-    SELECT d.*
-      FROM (
-        SELECT CASE WHEN a.account_id IS NULL THEN 'added' ELSE 'changed' END,
-               f.account_id, f.line,
-               CASE WHEN a.display_name IS DISTINCT FROM f.display_name THEN a.display_name END,
-               CASE WHEN a.display_name IS DISTINCT FROM f.display_name THEN f.display_name END,
-               CASE WHEN a.email IS DISTINCT FROM f.email THEN a.email END,
-               CASE WHEN a.email IS DISTINCT FROM f.email THEN f.email END,
-               CASE WHEN a.status IS DISTINCT FROM f.status THEN a.status END,
-               CASE WHEN a.status IS DISTINCT FROM f.status THEN f.status END,
-               CASE WHEN a.high_risk IS DISTINCT FROM f.high_risk THEN a.high_risk END,
-               CASE WHEN a.high_risk IS DISTINCT FROM f.high_risk THEN f.high_risk END
-          FROM ONLY pg_temp.roster_feed f
-          LEFT JOIN hms2fa.accounts a ON a.account_id = f.account_id
-         WHERE a.account_id IS NULL
-            OR (a.display_name, a.email, a.status, a.high_risk)
-               IS DISTINCT FROM (f.display_name, f.email, f.status, f.high_risk)
-        UNION ALL
-        SELECT 'disabled', a.account_id, NULL::bigint, NULL, NULL, NULL, NULL, a.status, 'disabled',
-               NULL::boolean, NULL::boolean
-          FROM hms2fa.accounts a
-         WHERE p_disable_missing AND a.status = 'active'
-           AND NOT EXISTS (SELECT 1 FROM ONLY pg_temp.roster_feed f WHERE f.account_id = a.account_id)
-      ) d (change, account_id, line, old_display_name, display_name, old_email, email,
-           old_status, status, old_high_risk, high_risk)
-     ORDER BY d.line NULLS LAST, d.account_id
+    SELECT c.change, c.account_id, c.line,
+           CASE WHEN c.change = 'changed' AND c.old_display_name IS DISTINCT FROM c.display_name
+                THEN c.old_display_name END,
+           CASE WHEN c.change = 'added' OR (c.change = 'changed' AND c.old_display_name IS DISTINCT FROM c.display_name)
+                THEN c.display_name END,
+           CASE WHEN c.change = 'changed' AND c.old_email IS DISTINCT FROM c.email THEN c.old_email END,
+           CASE WHEN c.change = 'added' OR (c.change = 'changed' AND c.old_email IS DISTINCT FROM c.email)
+                THEN c.email END,
+           CASE WHEN c.change <> 'added' AND c.old_status IS DISTINCT FROM c.status THEN c.old_status END,
+           CASE WHEN c.change = 'added' OR c.old_status IS DISTINCT FROM c.status THEN c.status END,
+           CASE WHEN c.change = 'changed' AND c.old_high_risk IS DISTINCT FROM c.high_risk
+                THEN c.old_high_risk END,
+           CASE WHEN c.change = 'added' OR (c.change = 'changed' AND c.old_high_risk IS DISTINCT FROM c.high_risk)
+                THEN c.high_risk END
+      FROM pg_temp.roster_changes c
+     ORDER BY c.line NULLS LAST, c.account_id
      LIMIT greatest(coalesce(p_limit, 1000), 0);
 END
 $$;
@@ -262,4 +228,4 @@ $$;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hms2fa, hms2fa_api FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hms2fa_api.open_roster_feed() TO hms2fa_batch;
 GRANT EXECUTE ON FUNCTION hms2fa_api.apply_roster(boolean, numeric, boolean, boolean, text, text) TO hms2fa_batch;
-GRANT EXECUTE ON FUNCTION hms2fa_api.roster_diff(boolean, integer) TO hms2fa_batch;
+GRANT EXECUTE ON FUNCTION hms2fa_api.roster_diff(integer) TO hms2fa_batch;

@@ -106,18 +106,25 @@ public enum RosterImport {
     -> RosterImportResult
   {
     try db.execute("SELECT hms2fa_api.open_roster_feed()")
-    try db.copyIn(
-      "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
-    ) { writer in
-      while let entry = try feed.next() {
-        writer.append(entry.line)
-        try writer.append(entry.accountID.value)
-        try writer.append(entry.displayName)
-        try writer.append(entry.email.value)
-        try writer.append(entry.status)
-        writer.append(entry.highRisk)
-        try writer.endRow()
+    do {
+      try db.copyIn(
+        "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
+      ) { writer in
+        while let entry = try feed.next() {
+          writer.append(entry.line)
+          try writer.append(entry.accountID.value)
+          try writer.append(entry.displayName)
+          try writer.append(entry.email.value)
+          try writer.append(entry.status)
+          writer.append(entry.highRisk)
+          try writer.endRow()
+        }
       }
+    } catch let error as PostgresError
+      where [SQLState.checkViolation, SQLState.uniqueViolation, SQLState.notNullViolation].contains(error.sqlState)
+    {
+      // The staging table holds the same rules as the checks above; this is a row they let by.
+      throw DeskError.badData("the database refused a row of the feed: \(error.message); nothing was imported")
     }
     guard
       let row = try db.queryFirst(
@@ -137,7 +144,7 @@ public enum RosterImport {
       eventID: try row.decode("event_id"), changes: [])
     if options.dryRun {
       result.changes = try db.query(
-        "SELECT * FROM hms2fa_api.roster_diff(\(options.disableMissing), \(max(options.diffLimit, 0)))"
+        "SELECT * FROM hms2fa_api.roster_diff(\(max(options.diffLimit, 0)))"
       ).map { row in
         RosterChange(
           kind: RosterChange.Kind(rawValue: try row.decode("change")) ?? .changed,
