@@ -158,24 +158,33 @@ BEGIN
             HINT = 'a truncated export? check the file; to disable them all the same, run again with --force and a --ticket';
   END IF;
 
-  UPDATE hms2fa.accounts a
-     SET display_name = c.display_name, email = c.email, status = c.status, high_risk = c.high_risk
-    FROM pg_temp.roster_changes c
-   WHERE c.change = 'changed' AND a.account_id = c.account_id;
-  GET DIAGNOSTICS changed = ROW_COUNT;
+  -- Each statement runs only when there is something to do, and the inserts come last: a
+  -- registry's statistics can say it is empty while it holds a million rows (truncated and
+  -- analyzed, then refilled by the insert below), and a join planned on that would crawl.
+  IF changed > 0 THEN
+    UPDATE hms2fa.accounts a
+       SET display_name = c.display_name, email = c.email, status = c.status, high_risk = c.high_risk
+      FROM pg_temp.roster_changes c
+     WHERE c.change = 'changed' AND a.account_id = c.account_id;
+    GET DIAGNOSTICS changed = ROW_COUNT;
+  END IF;
 
-  INSERT INTO hms2fa.accounts (account_id, display_name, email, status, high_risk)
-  SELECT c.account_id, c.display_name, c.email, c.status, c.high_risk
-    FROM pg_temp.roster_changes c
-   WHERE c.change = 'added'
-  ON CONFLICT (account_id) DO NOTHING;
-  GET DIAGNOSTICS added = ROW_COUNT;
+  IF disabled > 0 THEN
+    UPDATE hms2fa.accounts a
+       SET status = 'disabled'
+      FROM pg_temp.roster_changes c
+     WHERE c.change = 'disabled' AND a.account_id = c.account_id AND a.status = 'active';
+    GET DIAGNOSTICS disabled = ROW_COUNT;
+  END IF;
 
-  UPDATE hms2fa.accounts a
-     SET status = 'disabled'
-    FROM pg_temp.roster_changes c
-   WHERE c.change = 'disabled' AND a.account_id = c.account_id AND a.status = 'active';
-  GET DIAGNOSTICS disabled = ROW_COUNT;
+  IF added > 0 THEN
+    INSERT INTO hms2fa.accounts (account_id, display_name, email, status, high_risk)
+    SELECT c.account_id, c.display_name, c.email, c.status, c.high_risk
+      FROM pg_temp.roster_changes c
+     WHERE c.change = 'added'
+    ON CONFLICT (account_id) DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+  END IF;
   unchanged := feed_rows - added - changed;
 
   event_id := hms2fa.audit('accounts.imported', NULL, p_ticket, NULL, jsonb_build_object(

@@ -36,6 +36,7 @@ trap cleanup EXIT
 start_cluster "$scratch/data" "$scratch/run"
 sock="$scratch/run"
 unset PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGPASSWORD HMS2FA_DATABASE_URL
+export PGOPTIONS="-c client_min_messages=warning"
 sql() { "$psql_bin" -h "$sock" -U postgres -d "$1" -X -q -v ON_ERROR_STOP=1 -c "$2"; }
 
 say "generating two exports of $rows accounts"
@@ -58,7 +59,7 @@ chmod 644 "$scratch"/export*.csv
 say "$(du -h "$scratch/export1.csv" | cut -f1) per file"
 
 sql postgres "CREATE DATABASE bench"
-"$admin" db migrate --database "host=$sock dbname=bench user=postgres" >/dev/null
+"$admin" db migrate --database "host=$sock dbname=bench user=postgres" >/dev/null 2>&1
 sql bench "CREATE ROLE bench_batch LOGIN" 2>/dev/null || true
 sql bench "GRANT hms2fa_batch TO bench_batch"
 as_batch="host=$sock dbname=bench user=bench_batch"
