@@ -63,6 +63,78 @@ public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
   public var description: String { value }
 }
 
+extension EmailAddress {
+  /// An email of record as the identity feed gives it: trimmed; exactly one `@`; a non-empty
+  /// local part; a domain of two or more non-empty dot-separated labels; no spaces or control
+  /// characters; at most 254 bytes. The domain's letters A–Z are lowercased (domains are
+  /// case-insensitive); the local part is kept as it is, since a mail server may tell its cases
+  /// apart. `hms2fa.roster_row_problem` checks the same in the database.
+  ///
+  /// - Throws: a bad-data `DeskError` saying what is wrong.
+  public init(ofRecord text: String) throws(DeskError) {
+    let trimmed = text.trimmingASCIISpaces()
+    guard !trimmed.isEmpty else { throw .badData("the email is empty") }
+    guard trimmed.utf8.count <= 254 else { throw .badData("\(quoted(trimmed)) is too long for an email address") }
+    // Nearly every address is ASCII: checked byte by byte, without Unicode property look-ups
+    // (a million-row feed spends most of its checking time here otherwise).
+    if let ascii = Self.asciiRecord(trimmed) {
+      value = ascii
+      return
+    }
+    var at: String.UnicodeScalarView.Index?
+    for index in trimmed.unicodeScalars.indices {
+      let scalar = trimmed.unicodeScalars[index]
+      if scalar == "@" {
+        guard at == nil else { throw .badData("\(quoted(trimmed)) has more than one '@'") }
+        at = index
+      } else if scalar.properties.isWhitespace || scalar.properties.generalCategory == .control {
+        throw .badData("\(quoted(trimmed)) contains a space or a control character")
+      }
+    }
+    guard let at else { throw .badData("\(quoted(trimmed)) is not an email address (no '@')") }
+    let local = trimmed.unicodeScalars[..<at]
+    let domain = trimmed.unicodeScalars[trimmed.unicodeScalars.index(after: at)...]
+    guard !local.isEmpty else { throw .badData("\(quoted(trimmed)) has nothing before the '@'") }
+    let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+    guard labels.count >= 2, labels.allSatisfy({ !$0.isEmpty }) else {
+      throw .badData("\(quoted(trimmed)) has no valid domain (e.g. hms.harvard.edu) after the '@'")
+    }
+    var normalised = String.UnicodeScalarView(local)
+    normalised.append("@")
+    for scalar in domain {
+      normalised.append(("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32) ?? scalar : scalar)
+    }
+    value = String(normalised)
+  }
+
+  /// The normalised address when `text` is ASCII and valid; nil for anything else, which the
+  /// general path then checks and explains.
+  private static func asciiRecord(_ text: String) -> String? {
+    var bytes = Array(text.utf8)
+    var at: Int?
+    var lastDot: Int?
+    var previous: UInt8 = 0
+    for index in bytes.indices {
+      let byte = bytes[index]
+      if byte <= 0x20 || byte >= 0x7F { return nil }
+      if byte == 0x40 {  // @
+        guard at == nil, index > 0 else { return nil }
+        at = index
+      } else if let at {
+        if byte == 0x2E {  // .
+          guard index > at + 1, previous != 0x2E else { return nil }
+          lastDot = index
+        } else if byte >= 0x41 && byte <= 0x5A {  // A-Z in the domain
+          bytes[index] = byte + 32
+        }
+      }
+      previous = byte
+    }
+    guard let lastDot, lastDot < bytes.count - 1 else { return nil }
+    return String(decoding: bytes, as: UTF8.self)
+  }
+}
+
 /// How an agent names a person: an account id, or an email of record.
 public enum AccountKey: Sendable, CustomStringConvertible {
   case id(AccountID)

@@ -24,9 +24,8 @@ struct AdminCommand: ParsableCommand {
     version: "0.1.0",
     subcommands: [
       UserCommand.self, PhoneCommand.self, IdentityCommand.self, EnrollmentCommand.self, ActivationCommand.self,
-      RememberedCommand.self,
-      AuditCommand.self, StaffCommand.self,
-      DBCommand.self, JobsCommand.self,
+      RememberedCommand.self, AuditCommand.self, StaffCommand.self, AccountsCommand.self, DBCommand.self,
+      JobsCommand.self,
     ]
   )
 }

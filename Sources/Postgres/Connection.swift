@@ -302,9 +302,34 @@ public final class Connection {
   ///
   /// `copyStatement` is a literal such as `COPY t (a, b) FROM STDIN`; each row gives one
   /// value per column, nil for NULL.
-  /// - Throws: `.server` when the server rejects the data (nothing is loaded then).
+  /// - Throws: `.server` when the server rejects the data (nothing is loaded then), `.client` for
+  ///   a value containing a NUL byte.
   @discardableResult
   public func copyIn(_ copyStatement: String, rows: some Sequence<[String?]>) throws(PostgresError) -> Int {
+    do {
+      return try copyIn(copyStatement) { writer in
+        for row in rows {
+          for value in row { try writer.append(value) }
+          try writer.endRow()
+        }
+      }
+    } catch let error as PostgresError {
+      throw error
+    } catch {
+      throw PostgresError(.client, message: "\(error)")
+    }
+  }
+
+  /// Runs `COPY … FROM STDIN` (text format) with rows that `body` writes one at a time, sent to
+  /// the server in 64 KiB chunks as they fill, so the rows are never all in memory; returns how
+  /// many were loaded.
+  ///
+  /// When `body` throws, the COPY is cancelled (the server keeps none of its rows) and the
+  /// error is rethrown as it is: a caller can stop a load at the first row it finds wrong.
+  /// - Throws: what `body` throws; `.server` when the server rejects the data or the statement,
+  ///   `.client` for a value containing a NUL byte, `.connectionLost`.
+  @discardableResult
+  public func copyIn(_ copyStatement: String, writing body: (CopyInWriter) throws -> Void) throws -> Int {
     guard let start = PQexec(handle, copyStatement) else { throw failure(nil) }
     guard PQresultStatus(start) == PGRES_COPY_IN else {
       let error = failure(start)
@@ -312,44 +337,16 @@ public final class Connection {
       throw error
     }
     PQclear(start)
-    var buffer: [UInt8] = []
-    buffer.reserveCapacity(1 << 16)
-    var clientError: PostgresError?
-    func flush() -> Bool {
-      guard !buffer.isEmpty else { return true }
-      let ok = buffer.withUnsafeBytes { raw in
-        guard let base = raw.baseAddress else { return true }
-        return PQputCopyData(handle, base.assumingMemoryBound(to: CChar.self), Int32(raw.count)) == 1
-      }
-      buffer.removeAll(keepingCapacity: true)
-      return ok
+    let writer = CopyInWriter(handle: handle)
+    var producerError: Error?
+    do {
+      try body(writer)
+      try writer.finish()
+    } catch {
+      producerError = error
     }
-    rowLoop: for row in rows {
-      for (i, value) in row.enumerated() {
-        if i > 0 { buffer.append(0x09) }
-        guard let value else {
-          buffer.append(contentsOf: [0x5C, 0x4E])  // \N
-          continue
-        }
-        for byte in value.utf8 {
-          switch byte {
-          case 0x00:
-            clientError = PostgresError(.client, message: "a COPY value contains a NUL byte")
-            break rowLoop
-          case 0x5C: buffer.append(contentsOf: [0x5C, 0x5C])
-          case 0x09: buffer.append(contentsOf: [0x5C, 0x74])
-          case 0x0A: buffer.append(contentsOf: [0x5C, 0x6E])
-          case 0x0D: buffer.append(contentsOf: [0x5C, 0x72])
-          default: buffer.append(byte)
-          }
-        }
-      }
-      buffer.append(0x0A)
-      if buffer.count >= 1 << 16, !flush() { break }
-    }
-    let flushed = clientError == nil && flush()
-    let endMessage: String? = flushed ? nil : (clientError?.message ?? "aborted")
-    _ = PQputCopyEnd(handle, endMessage)
+    // A failed PQputCopyData means the connection is gone: the results below say so.
+    _ = PQputCopyEnd(handle, producerError == nil ? nil : "cancelled by the client")
     var loaded = 0
     var serverError: PostgresError?
     while let result = PQgetResult(handle) {
@@ -360,9 +357,110 @@ public final class Connection {
       }
       PQclear(result)
     }
-    if let clientError { throw clientError }
+    if let lost = serverError, lost.kind == .connectionLost { throw lost }
+    if let producerError { throw producerError }
     if let serverError { throw serverError }
     return loaded
+  }
+}
+
+/// Writes the rows of one `COPY … FROM STDIN` in PostgreSQL's text format: fields separated by
+/// tabs, `\N` for NULL, backslash escapes for tab, newline, carriage return and backslash.
+///
+/// Only `Connection.copyIn(_:writing:)` makes one; it is valid inside that call only.
+public final class CopyInWriter {
+  private let handle: OpaquePointer
+  private var buffer: [UInt8] = []
+  private var fieldsInRow = 0
+  private static let chunk = 1 << 16
+
+  /// Rows ended so far.
+  public private(set) var rows = 0
+
+  fileprivate init(handle: OpaquePointer) {
+    self.handle = handle
+    buffer.reserveCapacity(Self.chunk + 4096)
+  }
+
+  /// Appends the next field of the current row; nil is NULL.
+  ///
+  /// - Throws: `.client` when the text contains a NUL byte, which PostgreSQL text cannot hold.
+  public func append(_ value: String?) throws(PostgresError) {
+    if fieldsInRow > 0 { buffer.append(0x09) }
+    fieldsInRow += 1
+    guard var value else {
+      buffer.append(0x5C)
+      buffer.append(0x4E)
+      return
+    }
+    let clean = value.withUTF8 { bytes in appendEscaped(bytes) }
+    guard clean else {
+      throw PostgresError(.client, message: "a COPY value contains a NUL byte, which PostgreSQL text cannot hold")
+    }
+  }
+
+  /// Appends a boolean field.
+  public func append(_ value: Bool) {
+    if fieldsInRow > 0 { buffer.append(0x09) }
+    fieldsInRow += 1
+    buffer.append(value ? 0x74 : 0x66)  // t / f
+  }
+
+  /// Appends an integer field.
+  public func append(_ value: Int) {
+    if fieldsInRow > 0 { buffer.append(0x09) }
+    fieldsInRow += 1
+    buffer.append(contentsOf: String(value).utf8)
+  }
+
+  /// Ends the current row, sending the buffered rows when a chunk is full.
+  ///
+  /// - Throws: `.connectionLost` when the data could not be sent.
+  public func endRow() throws(PostgresError) {
+    buffer.append(0x0A)
+    fieldsInRow = 0
+    rows += 1
+    if buffer.count >= Self.chunk { try flush() }
+  }
+
+  fileprivate func finish() throws(PostgresError) {
+    if fieldsInRow > 0 { try endRow() }
+    try flush()
+  }
+
+  private func flush() throws(PostgresError) {
+    guard !buffer.isEmpty else { return }
+    let sent = buffer.withUnsafeBytes { raw in
+      guard let base = raw.baseAddress else { return true }
+      return PQputCopyData(handle, base.assumingMemoryBound(to: CChar.self), Int32(raw.count)) == 1
+    }
+    buffer.removeAll(keepingCapacity: true)
+    guard sent else {
+      let message = oneLine(String(cString: PQerrorMessage(handle)))
+      throw PostgresError(.connectionLost, message: message.isEmpty ? "could not send COPY data" : message)
+    }
+  }
+
+  /// Copies `bytes` with the text format's escapes; false when they contain a NUL byte.
+  private func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    var start = 0
+    for i in 0..<bytes.count {
+      let escape: UInt8
+      switch bytes[i] {
+      case 0x5C: escape = 0x5C  // \\
+      case 0x09: escape = 0x74  // \t
+      case 0x0A: escape = 0x6E  // \n
+      case 0x0D: escape = 0x72  // \r
+      case 0x00: return false
+      default: continue
+      }
+      buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<i]))
+      buffer.append(0x5C)
+      buffer.append(escape)
+      start = i + 1
+    }
+    buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...]))
+    return true
   }
 }
 

@@ -55,6 +55,7 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
 public enum SQLState {
   public static let uniqueViolation = "23505"
   public static let checkViolation = "23514"
+  public static let notNullViolation = "23502"
   public static let foreignKeyViolation = "23503"
   public static let insufficientPrivilege = "42501"
   public static let lockNotAvailable = "55P03"

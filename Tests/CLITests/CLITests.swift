@@ -209,6 +209,57 @@ struct CLITests {
     #expect(unmigrated.stderr.contains("db migrate"))
   }
 
+  @Test("accounts import: a batch login imports; a dry run prints the diff; bad rows 65 with line and column; tier1 77")
+  func accountsImport() throws {
+    let desk = try Desk()
+    let batch = try desk.database.createLogin(.batch)
+    func feed(_ text: String) throws -> String {
+      let path = TestCluster.scratch + "/cli-feed-" + UUID().uuidString.prefix(8) + ".csv"
+      try text.write(toFile: path, atomically: true, encoding: .utf8)
+      return path
+    }
+    let path = try feed(
+      "account_id,display_name,email,status,high_risk\r\nJD123,Jane Doe,jane_doe@HMS.harvard.edu,active,true\r\n"
+        + "new1,\"New, Person\",new1@hms.harvard.edu,active,false\r\n")
+    let dry = try desk.run(["accounts", "import", path, "--dry-run"], as: batch)
+    #expect(dry.status == 0, "\(dry.stderr)")
+    #expect(dry.stdout.contains("~ jd123 (line 2): high_risk false → true"), "\(dry.stdout)")
+    #expect(dry.stdout.contains("+ new1 (line 3): New, Person <new1@hms.harvard.edu> active"), "\(dry.stdout)")
+    #expect(dry.stdout.contains("would add 1, change 1, disable 0; 0 unchanged; nothing was changed"))
+    let out = try desk.run(["accounts", "import", path, "--json"], as: batch)
+    #expect(out.status == 0, "\(out.stderr)")
+    let result = try json(out.stdout)
+    #expect(result["rows"] as? Int == 2)
+    #expect(result["added"] as? Int == 1)
+    #expect(result["changed"] as? Int == 1)
+    #expect(result["disabled"] as? Int == 0)
+    #expect(result["unchanged"] as? Int == 0)
+    #expect(result["event_id"] as? Int != nil)
+
+    let refused = try desk.run(["accounts", "import", path], as: desk.tier1)
+    #expect(refused.status == 77)
+    #expect(refused.stderr.contains("hms2fa_batch"))
+    let bad = try feed(
+      "account_id,display_name,email,status,high_risk\nab1,A B,ab1@hms.harvard.edu,active,no\nzz9,Z,zz9,active,no\n")
+    let badOut = try desk.run(["accounts", "import", bad, "--json"], as: batch)
+    #expect(badOut.status == 65)
+    #expect(badOut.stderr.split(separator: "\n").count == 1)
+    #expect(badOut.stderr.contains("line 3, column 3 (email)"), "\(badOut.stderr)")
+    #expect((try json(badOut.stdout)["error"] as? [String: Any])?["exit_code"] as? Int == 65)
+    let truncated = try feed(
+      "account_id,display_name,email,status,high_risk\nnew1,\"New, Person\",new1@hms.harvard.edu,active,0\n")
+    let guardOut = try desk.run(["accounts", "import", truncated, "--disable-missing"], as: batch)
+    #expect(guardOut.status == 65)
+    #expect(guardOut.stderr.contains("would disable 1 of 2 active accounts"), "\(guardOut.stderr)")
+    #expect(try desk.run(["accounts", "import", truncated, "--disable-missing", "--force"], as: batch).status == 64)
+    #expect(try desk.run(["accounts", "import", path, "--max-disable-fraction", "2"], as: batch).status == 64)
+    #expect(try desk.run(["accounts", "import", path + ".missing"], as: batch).status == 64)
+    let forced = try desk.run(
+      ["accounts", "import", truncated, "--disable-missing", "--force", "--ticket", "CHG1", "--json"], as: batch)
+    #expect(forced.status == 0, "\(forced.stderr)")
+    #expect(try json(forced.stdout)["disabled"] as? Int == 1)
+  }
+
   @Test("every command has --help with an example, and completion scripts generate")
   func help() throws {
     let commands: [[String]] = [
@@ -218,6 +269,7 @@ struct CLITests {
       ["phone", "owner"], ["phone", "verify"], ["phone", "confirm"], ["identity", "check"], ["identity", "confirm"],
       ["enrollment", "reset"], ["enrollment", "approve"], ["enrollment", "requests"],
       ["jobs", "expire-remembered"],
+      ["accounts", "import"],
     ]
     for command in commands {
       let out = try Tool.run(command + ["--help"])

@@ -125,6 +125,64 @@ struct ConnectionTests {
     #expect(large == 50_000)
   }
 
+  @Test("COPY rows written one at a time stream in chunks and arrive intact")
+  func copyInWriter() throws {
+    let db = try TestDatabase.create(migrated: false).connect()
+    try db.execute("CREATE TABLE t (n int, v text, b boolean)")
+    let values: [String?] = ["plain", "tab\there", "crlf\r\nend", "back\\slash", nil, "\\N", "Zoë ✓ עברית", ""]
+    let loaded = try db.copyIn("COPY t (n, v, b) FROM STDIN") { writer in
+      for (n, value) in values.enumerated() {
+        writer.append(n)
+        try writer.append(value)
+        writer.append(n % 2 == 0)
+        try writer.endRow()
+      }
+    }
+    #expect(loaded == values.count)
+    let rows = try db.query("SELECT v, b FROM t ORDER BY n")
+    #expect(try rows.map { try $0.decode("v", as: String?.self) } == values)
+    #expect(try rows.map { try $0.decode("b", as: Bool.self) } == values.indices.map { $0 % 2 == 0 })
+    // Far more than one 64 KiB chunk.
+    let large = try db.copyIn("COPY t (n, v) FROM STDIN") { writer in
+      for n in 0..<200_000 {
+        writer.append(n)
+        try writer.append("row \(n)")
+        try writer.endRow()
+      }
+    }
+    #expect(large == 200_000)
+    #expect(try db.queryFirst("SELECT count(*) AS c FROM t WHERE v = 'row 199999'")?.decode("c", as: Int.self) == 1)
+  }
+
+  @Test("a COPY whose writer throws is cancelled: nothing loaded, the writer's error rethrown, the connection usable")
+  func copyInWriterFails() throws {
+    struct Stop: Error {}
+    let db = try TestDatabase.create(migrated: false).connect()
+    try db.execute("CREATE TABLE t (n int)")
+    #expect(throws: Stop.self) {
+      try db.copyIn("COPY t (n) FROM STDIN") { writer in
+        for n in 0..<100_000 {
+          if n == 90_000 { throw Stop() }
+          writer.append(n)
+          try writer.endRow()
+        }
+      }
+    }
+    #expect(try db.queryFirst("SELECT count(*) AS n FROM t")?.decode("n", as: Int.self) == 0)
+    let nul = #expect(throws: PostgresError.self) {
+      try db.copyIn("COPY t (n) FROM STDIN") { writer in try writer.append("1\u{0}2") }
+    }
+    #expect(nul?.kind == .client)
+    let rejected = #expect(throws: PostgresError.self) {
+      try db.copyIn("COPY t (n) FROM STDIN") { writer in
+        try writer.append("not a number")
+        try writer.endRow()
+      }
+    }
+    #expect(rejected?.sqlState == "22P02")
+    #expect(try db.queryFirst("SELECT count(*) AS n FROM t")?.decode("n", as: Int.self) == 0)
+  }
+
   @Test("a COPY the server rejects loads nothing and leaves the connection usable")
   func copyRejected() throws {
     let db = try TestDatabase.create(migrated: false).connect()

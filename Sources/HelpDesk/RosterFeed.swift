@@ -1,0 +1,269 @@
+import CSV
+import Foundation
+
+/// One account as the identity feed lists it, normalised and checked.
+public struct RosterEntry: Sendable, Equatable {
+  /// The line of the file the row starts on (a quoted field may span several).
+  public var line: Int
+  public var accountID: AccountID
+  public var displayName: String
+  public var email: EmailAddress
+  /// `active` or `disabled`.
+  public var status: String
+  public var highRisk: Bool
+}
+
+/// The identity feed's CSV export, read one row at a time so that a million-row file is never
+/// in memory as rows: RFC 4180 quoting, UTF-8 with or without a byte order mark, CRLF or LF
+/// line ends, a header naming the columns in any order. Each row is normalised and checked as
+/// it is read, and an account id seen twice is refused; the first problem stops the read with
+/// its line and column.
+///
+/// CSV.swift parses the fields. It is fed the file in blocks of whole records, as strings: its
+/// file-stream input goes through Foundation byte by byte, at less than half the speed. A
+/// block ends at a line feed outside quotes (RFC 4180 quotes toggle, `""` twice), which is all
+/// that is read here by hand.
+public final class RosterFeed {
+  /// The columns the header must name, each once.
+  public static let columns = ["account_id", "display_name", "email", "status", "high_risk"]
+
+  /// The file, as named by the caller.
+  public let path: String
+  private let input: RecordBlocks
+  private var reader: CSVReader?
+  /// Where each of `columns` is in the file's rows.
+  private var positions: [Int] = []
+  private var width = 0
+  private var nextLine = 1
+  /// The line each account id was first seen on.
+  private var seen: [String: Int] = [:]
+
+  /// Opens the file and reads its header.
+  ///
+  /// - Throws: a usage `DeskError` when the file can't be opened, a bad-data one when the header
+  ///   is missing, lacks a column, repeats one or names one this tool doesn't know.
+  public init(path: String, blockSize: Int = 1 << 20) throws(DeskError) {
+    self.path = path
+    let shownPath = quoted(path, limit: 120)
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+      throw .usage("\(shownPath): no such file")
+    }
+    guard !isDirectory.boolValue else { throw .usage("\(shownPath) is a directory, not a CSV file") }
+    guard FileManager.default.isReadableFile(atPath: path), let handle = FileHandle(forReadingAtPath: path) else {
+      throw .usage("\(shownPath) can't be read (permissions?)")
+    }
+    input = RecordBlocks(handle: handle, path: shownPath, blockSize: max(blockSize, 64))
+    // Rows are rarely shorter than 40 bytes; growing the table as it fills costs more.
+    let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+    seen.reserveCapacity(min(size / 40, 4_000_000))
+    let expected = Self.columns.joined(separator: ",")
+    guard let header = try nextFields() else {
+      throw .badData("\(shownPath) is empty: the first line must be the header \(expected)")
+    }
+    var found = [Int?](repeating: nil, count: Self.columns.count)
+    for (index, text) in header.enumerated() {
+      let name = text.trimmingASCIISpaces().lowercased()
+      guard let column = Self.columns.firstIndex(of: name) else {
+        throw .badData(
+          "line 1, column \(index + 1): \(quoted(text)) is not a column of the feed; the header is \(expected) "
+            + "(in any order)")
+      }
+      guard found[column] == nil else {
+        throw .badData("line 1, column \(index + 1): \(name) appears twice in the header")
+      }
+      found[column] = index
+    }
+    for (column, position) in found.enumerated() {
+      guard let position else {
+        throw .badData("line 1: the header has no \(Self.columns[column]) column; it must be \(expected)")
+      }
+      positions.append(position)
+    }
+    width = header.count
+  }
+
+  /// The next row, or nil at the end of the file. Blank lines are skipped.
+  ///
+  /// - Throws: a bad-data `DeskError` starting `line N, column C (name):` for a row with the
+  ///   wrong number of fields, text that isn't UTF-8, a value that isn't valid, or an account id
+  ///   already seen.
+  public func next() throws(DeskError) -> RosterEntry? {
+    while true {
+      let line = nextLine
+      guard let fields = try nextFields() else { return nil }
+      if fields.count == 1, fields[0].isEmpty { continue }
+      guard fields.count == width else {
+        if fields.count < width {
+          throw .badData(
+            "line \(line), column \(fields.count + 1): missing; the row has \(fields.count) fields, the header \(width)"
+          )
+        }
+        throw .badData(
+          "line \(line), column \(width + 1): one field too many; the row has \(fields.count) fields, the header "
+            + "\(width) (a comma in an unquoted value?)")
+      }
+      return try entry(fields, line: line)
+    }
+  }
+
+  /// The next record's fields from CSV.swift, moving `nextLine` past it.
+  private func nextFields() throws(DeskError) -> [String]? {
+    while true {
+      if let reader, let fields = reader.next() {
+        nextLine += 1 + fields.reduce(0) { $0 + $1.lineFeeds }
+        return fields
+      }
+      guard let block = try input.next(line: nextLine) else { return nil }
+      do {
+        reader = try CSVReader(string: block)
+      } catch {
+        throw DeskError(.software, "internal error: CSV.swift refused a block (\(error))")
+      }
+    }
+  }
+
+  private func entry(_ fields: [String], line: Int) throws(DeskError) -> RosterEntry {
+    func problem(_ column: Int, _ message: String) -> DeskError {
+      .badData("line \(line), column \(positions[column] + 1) (\(Self.columns[column])): \(message)")
+    }
+    let accountID: AccountID
+    do {
+      accountID = try AccountID(parsing: fields[positions[0]])
+    } catch {
+      throw problem(0, error.message)
+    }
+    if let first = seen.updateValue(line, forKey: accountID.value) {
+      throw problem(
+        0, "account id \(accountID) appears again (first on line \(first)); ids are compared trimmed and lowercased")
+    }
+    let displayName = fields[positions[1]].trimmingASCIISpaces()
+    guard !displayName.isEmpty else { throw problem(1, "the name is empty") }
+    // Line breaks and tabs are kept (a quoted name may hold them); other controls are refused.
+    let control = displayName.unicodeScalars.contains { scalar in
+      let value = scalar.value
+      return (value < 0x20 && value != 0x09 && value != 0x0A && value != 0x0D) || (0x7F...0x9F).contains(value)
+    }
+    guard !control else { throw problem(1, "\(quoted(displayName)) contains control characters") }
+    let email: EmailAddress
+    do {
+      email = try EmailAddress(ofRecord: fields[positions[2]])
+    } catch {
+      throw problem(2, error.message)
+    }
+    let statusText = fields[positions[3]].trimmingASCIISpaces()
+    let status = statusText.lowercased()
+    guard status == "active" || status == "disabled" else {
+      throw problem(3, "\(quoted(statusText)) is not a status (active or disabled)")
+    }
+    let riskText = fields[positions[4]].trimmingASCIISpaces()
+    let highRisk: Bool
+    switch riskText.lowercased() {
+    case "true", "t", "yes", "y", "1": highRisk = true
+    case "false", "f", "no", "n", "0": highRisk = false
+    case "": throw problem(4, "empty; say true or false (a missing flag must not lower anyone's protection)")
+    default: throw problem(4, "\(quoted(riskText)) is not true or false")
+    }
+    return RosterEntry(
+      line: line, accountID: accountID, displayName: displayName, email: email, status: status,
+      highRisk: highRisk)
+  }
+}
+
+/// A file cut into blocks of whole CSV records, each checked to be UTF-8 and returned as a
+/// string.
+private final class RecordBlocks {
+  private let handle: FileHandle
+  private let path: String
+  private let blockSize: Int
+  /// Bytes read but not yet returned: the start of a record that continues in the next read.
+  private var pending: [UInt8] = []
+  private var atEnd = false
+  private var atStart = true
+
+  init(handle: FileHandle, path: String, blockSize: Int) {
+    self.handle = handle
+    self.path = path
+    self.blockSize = blockSize
+  }
+
+  /// The next block, or nil at the end of the file; `line` is the line it starts on.
+  func next(line: Int) throws(DeskError) -> String? {
+    while true {
+      if let end = lastRecordEnd() ?? (atEnd && !pending.isEmpty ? pending.count - 1 : nil) {
+        let block = Array(pending[...end])
+        pending.removeFirst(end + 1)
+        guard let text = String(validating: block, as: UTF8.self) else {
+          throw notUTF8(block, line: line)
+        }
+        return text
+      }
+      if atEnd { return nil }
+      let data: Data?
+      do {
+        data = try handle.read(upToCount: blockSize)
+      } catch {
+        throw .usage("\(path) could not be read: \(error.localizedDescription)")
+      }
+      guard let data, !data.isEmpty else {
+        atEnd = true
+        continue
+      }
+      pending.append(contentsOf: data)
+      if atStart, pending.count >= 3 {
+        atStart = false
+        if pending.starts(with: [0xEF, 0xBB, 0xBF]) { pending.removeFirst(3) }
+      }
+    }
+  }
+
+  /// The index of the last line feed outside quotes in `pending`.
+  private func lastRecordEnd() -> Int? {
+    pending.withUnsafeBufferPointer { bytes in
+      var quoted = false
+      var end: Int?
+      for index in 0..<bytes.count {
+        switch bytes[index] {
+        case 0x22: quoted.toggle()
+        case 0x0A where !quoted: end = index
+        default: break
+        }
+      }
+      return end
+    }
+  }
+
+  /// Where the first byte that isn't UTF-8 is: its line, and its field in that line.
+  private func notUTF8(_ block: [UInt8], line: Int) -> DeskError {
+    var parser = Unicode.UTF8.ForwardParser()
+    var iterator = block.makeIterator()
+    var offset = 0
+    decoding: while true {
+      switch parser.parseScalar(from: &iterator) {
+      case .valid(let scalar): offset += scalar.count
+      case .emptyInput, .error: break decoding
+      }
+    }
+    var badLine = line
+    var column = 1
+    var quoted = false
+    for byte in block[..<min(offset, block.count)] {
+      switch byte {
+      case 0x0A:
+        badLine += 1
+        column = 1
+        quoted = false
+      case 0x22: quoted.toggle()
+      case 0x2C where !quoted: column += 1
+      default: break
+      }
+    }
+    return .badData("line \(badLine), column \(column): the text is not UTF-8; export the feed as UTF-8")
+  }
+}
+
+extension String {
+  fileprivate var lineFeeds: Int {
+    utf8.reduce(0) { $1 == 0x0A ? $0 + 1 : $0 }
+  }
+}

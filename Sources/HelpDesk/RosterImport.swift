@@ -1,0 +1,162 @@
+import Postgres
+
+/// How a roster import runs.
+public struct RosterImportOptions: Sendable {
+  /// Disable active accounts that the feed doesn't list.
+  public var disableMissing = false
+  /// The largest fraction of the active accounts a feed may disable (absent with
+  /// `disableMissing`, or marked disabled) before it is refused as a likely truncated export.
+  public var maxDisableFraction = 0.05
+  /// Apply a feed over that limit all the same; needs a ticket.
+  public var force = false
+  /// Check and count, show what would change, change nothing.
+  public var dryRun = false
+  /// Recorded in the audit event; required with `force`.
+  public var ticket: Ticket?
+  /// At most this many changes are listed by a dry run (the counts are always complete).
+  public var diffLimit = 1000
+
+  public init() {}
+}
+
+/// One account a feed adds, changes or disables, as a dry run lists it. For a change, the
+/// fields that stay as they are are nil in both `before` and `after`.
+public struct RosterChange: Sendable {
+  public enum Kind: String, Sendable { case added, changed, disabled }
+
+  /// The fields of an account that an import sets.
+  public struct Fields: Sendable, Equatable {
+    public var displayName: String?
+    public var email: String?
+    public var status: String?
+    public var highRisk: Bool?
+  }
+
+  public var kind: Kind
+  public var accountID: String
+  /// The feed's line; nil for an account the feed doesn't list.
+  public var line: Int?
+  public var before: Fields
+  public var after: Fields
+}
+
+/// What a roster import did, or with `dryRun`, would do.
+public struct RosterImportResult: Sendable {
+  public var source: String
+  public var dryRun: Bool
+  /// Rows in the feed.
+  public var rows: Int
+  public var added: Int
+  public var changed: Int
+  /// Accounts disabled because the feed doesn't list them.
+  public var disabled: Int
+  public var unchanged: Int
+  public var activeBefore: Int
+  /// Accounts that go from active to disabled, for whatever reason: what the limit counts.
+  public var wouldDisable: Int
+  /// More than the limit would be disabled (a real run then needs `force`).
+  public var overLimit: Bool
+  /// The `accounts.imported` event; nil for a dry run.
+  public var eventID: Int64?
+  /// With `dryRun`: the changes, up to `diffLimit`.
+  public var changes: [RosterChange]
+}
+
+/// Loads the identity feed's export into `hms2fa.accounts`: the batch job behind `accounts
+/// import`. Rows are checked as they are read and streamed by COPY into a staging table of the
+/// transaction; `hms2fa_api.apply_roster` checks them again, refuses the whole feed at the first
+/// problem and applies it. Everything happens in one transaction: a refused or failed import
+/// changes nothing.
+public enum RosterImport {
+  static let action = DeskAction("importing the roster", tier: .batch)
+
+  /// Imports `feed` (or with `options.dryRun`, reports what importing it would do).
+  ///
+  /// - Throws: `DeskError` 65 for a malformed or invalid row (naming its line and column), a
+  ///   repeated account id, or a feed that would disable more than the limit; 64 for bad options
+  ///   or an unreadable file; 75 while another import runs; 77 without the batch tier.
+  public static func run(
+    _ feed: RosterFeed, options: RosterImportOptions, on db: Connection
+  ) throws(DeskError) -> RosterImportResult {
+    guard (0...1).contains(options.maxDisableFraction) else {
+      throw .usage("the largest fraction to disable is between 0 and 1, e.g. 0.05")
+    }
+    if options.force && options.ticket == nil && !options.dryRun {
+      throw .usage("--force overrides the disable limit and needs --ticket")
+    }
+    return try desk(action, on: db) {
+      do {
+        return try db.transaction {
+          let result = try load(feed, options: options, on: db)
+          // A dry run has changed nothing; rolling back says so to the database too.
+          if options.dryRun { throw DryRunFinished(result: result) }
+          return result
+        }
+      } catch let finished as DryRunFinished {
+        return finished.result
+      }
+    }
+  }
+
+  private struct DryRunFinished: Error {
+    var result: RosterImportResult
+  }
+
+  private static func load(_ feed: RosterFeed, options: RosterImportOptions, on db: Connection) throws
+    -> RosterImportResult
+  {
+    try db.execute("SELECT hms2fa_api.open_roster_feed()")
+    do {
+      try db.copyIn(
+        "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
+      ) { writer in
+        while let entry = try feed.next() {
+          writer.append(entry.line)
+          try writer.append(entry.accountID.value)
+          try writer.append(entry.displayName)
+          try writer.append(entry.email.value)
+          try writer.append(entry.status)
+          writer.append(entry.highRisk)
+          try writer.endRow()
+        }
+      }
+    } catch let error as PostgresError
+      where [SQLState.checkViolation, SQLState.uniqueViolation, SQLState.notNullViolation].contains(error.sqlState)
+    {
+      // The staging table holds the same rules as the checks above; this is a row they let by.
+      throw DeskError.badData("the database refused a row of the feed: \(error.message); nothing was imported")
+    }
+    guard
+      let row = try db.queryFirst(
+        """
+        SELECT * FROM hms2fa_api.apply_roster(
+          \(options.disableMissing), \(String(options.maxDisableFraction))::numeric, \(options.force),
+          \(options.dryRun), \(feed.path), \(options.ticket?.value))
+        """)
+    else {
+      throw DeskError(.software, "internal error: apply_roster returned nothing")
+    }
+    var result = RosterImportResult(
+      source: feed.path, dryRun: options.dryRun, rows: try row.decode("feed_rows"),
+      added: try row.decode("added"), changed: try row.decode("changed"), disabled: try row.decode("disabled"),
+      unchanged: try row.decode("unchanged"), activeBefore: try row.decode("active_before"),
+      wouldDisable: try row.decode("would_disable"), overLimit: try row.decode("over_limit"),
+      eventID: try row.decode("event_id"), changes: [])
+    if options.dryRun {
+      result.changes = try db.query(
+        "SELECT * FROM hms2fa_api.roster_diff(\(max(options.diffLimit, 0)))"
+      ).map { row in
+        RosterChange(
+          kind: RosterChange.Kind(rawValue: try row.decode("change")) ?? .changed,
+          accountID: try row.decode("account_id"), line: try row.decode("line"),
+          before: RosterChange.Fields(
+            displayName: try row.decode("old_display_name"), email: try row.decode("old_email"),
+            status: try row.decode("old_status"), highRisk: try row.decode("old_high_risk")),
+          after: RosterChange.Fields(
+            displayName: try row.decode("display_name"), email: try row.decode("email"),
+            status: try row.decode("status"), highRisk: try row.decode("high_risk")))
+      }
+    }
+    return result
+  }
+}
