@@ -44,6 +44,7 @@ struct HostileInputTests {
     Template(
       "jobs", "expire-remembered", "--batch-size", "@100", "--max-runtime", "@1m", "--max-fraction", "@0.5",
       "--dry-run"),
+    Template("accounts", "import", "@ops/seed/feed.csv", "--max-disable-fraction", "@0.05", "--dry-run"),
     Template("staff", "grant", "@nobody_here", "--role", "@tier1", "--ticket", "@T1"),
     Template("staff", "revoke", "@nobody_here", "--role", "@tier1", "--ticket", "@T1"),
   ]
