@@ -14,6 +14,8 @@ struct FaultTests {
     let database: TestDatabase
     let admin: Connection
     let agent: String
+    let batch: String
+    let feed: String
     let environment: [String: String]
 
     init() throws {
@@ -24,8 +26,37 @@ struct FaultTests {
       try Fixtures.device("jd123", phone: "+16175550102", activated: false, on: admin)
       try Fixtures.rememberedBrowser("jd123", expiresInDays: 5, on: admin)
       agent = try database.createLogin(.tier2)
+      batch = try database.createLogin(.batch)
+      // Something for every change to act on: a link, a code of each kind (salt 00…0f: the
+      // codes are 123456 and 654321), a high-risk request made by someone else.
+      try admin.runScript(
+        """
+        INSERT INTO hms2fa.activation_links (token_hash, account_id, device_id, ticket, expires_at)
+        SELECT sha256('t'::bytea), 'jd123', device_id, 'T0', now() + interval '1 day'
+          FROM hms2fa.devices WHERE activated_at IS NULL;
+        INSERT INTO hms2fa.phone_verifications (purpose, account_id, phone, device_id, channel, code_hash, salt,
+                                                ticket, expires_at)
+        VALUES ('ownership', 'jd123', '+16175550199', NULL, 'sms',
+                sha256('\\x000102030405060708090a0b0c0d0e0f'::bytea || '123456'::bytea),
+                '\\x000102030405060708090a0b0c0d0e0f'::bytea, 'T0', now() + interval '10 minutes');
+        INSERT INTO hms2fa.phone_verifications (purpose, account_id, phone, device_id, channel, code_hash, salt,
+                                                ticket, expires_at)
+        SELECT 'identity', 'jd123', phone, device_id, 'voice',
+               sha256('\\x000102030405060708090a0b0c0d0e0f'::bytea || '654321'::bytea),
+               '\\x000102030405060708090a0b0c0d0e0f'::bytea, 'T0', now() + interval '10 minutes'
+          FROM hms2fa.devices WHERE is_default;
+        INSERT INTO hms2fa.accounts (account_id, display_name, email, high_risk)
+        VALUES ('dean01', 'Dean', 'dean@hms.harvard.edu', true);
+        INSERT INTO hms2fa.devices (account_id, kind, platform, phone, activated_at, is_default)
+        VALUES ('dean01', 'mobile', 'ios', '+16175550111', now(), true);
+        INSERT INTO hms2fa.reset_requests (account_id, requested_by, ticket, verified_via, approval_needed)
+        VALUES ('dean01', 'another_agent', 'T0', 'callback', '{high_risk}');
+        """)
       let dir = TestCluster.scratch + "/faults-" + UUID().uuidString.prefix(8)
       try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      feed = dir + "/feed.csv"
+      try "account_id,display_name,email,status,high_risk\njd123,Jane Q. Doe,jd123@hms.harvard.edu,active,false\n"
+        .write(toFile: feed, atomically: true, encoding: .utf8)
       environment = [
         "HMS2FA_MAILER": "maildir:\(dir)/Maildir", "HMS2FA_SMS": "spool:\(dir)/sms", "HMS2FA_LOCK_TIMEOUT": "60s",
       ]
@@ -40,27 +71,48 @@ struct FaultTests {
     }
   }
 
-  static let changes: [[String]] = [
-    ["activation", "send", "jd123", "--ticket", "F1"],
-    ["remembered", "revoke", "jd123", "--ticket", "F1"],
-    ["phone", "verify", "jd123", "617-555-0199", "--via", "sms", "--ticket", "F1"],
-    ["identity", "check", "jd123", "--via", "voice", "--ticket", "F1"],
-    ["enrollment", "reset", "jd123", "--ticket", "F1", "--verified-via", "in-person", "--yes"],
+  /// A change-making command, and the rows to hold so that it waits inside its transaction.
+  struct Change: Sendable, CustomTestStringConvertible {
+    var arguments: [String]
+    var hold = "SELECT 1 FROM hms2fa.accounts WHERE account_id = 'jd123' FOR UPDATE"
+    var batch = false
+    var testDescription: String { arguments.prefix(2).joined(separator: " ") }
+  }
+
+  static let changes: [Change] = [
+    Change(arguments: ["activation", "send", "jd123", "--ticket", "F1"]),
+    Change(arguments: ["activation", "revoke", "jd123", "--ticket", "F1"]),
+    Change(arguments: ["remembered", "revoke", "jd123", "--ticket", "F1"]),
+    Change(arguments: ["phone", "verify", "jd123", "617-555-0199", "--via", "sms", "--ticket", "F1"]),
+    Change(
+      arguments: ["phone", "confirm", "jd123", "617-555-0199", "123456", "--ticket", "F1"],
+      hold: "SELECT 1 FROM hms2fa.phone_verifications FOR UPDATE"),
+    Change(arguments: ["identity", "check", "jd123", "--via", "voice", "--ticket", "F1"]),
+    Change(
+      arguments: ["identity", "confirm", "jd123", "654321", "--ticket", "F1"],
+      hold: "SELECT 1 FROM hms2fa.phone_verifications FOR UPDATE"),
+    Change(arguments: ["enrollment", "reset", "jd123", "--ticket", "F1", "--verified-via", "in-person", "--yes"]),
+    Change(
+      arguments: ["enrollment", "approve", "1", "--ticket", "F1"],
+      hold: "SELECT 1 FROM hms2fa.accounts WHERE account_id = 'dean01' FOR UPDATE"),
+    Change(arguments: ["accounts", "import", "FEED"], batch: true),
   ]
 
   @Test("a backend terminated during a change: exit 69, one line, nothing changed, a retry works", arguments: changes)
-  func terminated(_ command: [String]) throws {
+  func terminated(_ change: Change) throws {
     let desk = try Desk()
+    let command = change.arguments.map { $0 == "FEED" ? desk.feed : $0 }
+    let login = change.batch ? desk.batch : desk.agent
     let before = try desk.database.snapshot()
-    // Every change takes the account's row lock first: hold it, so the command waits inside its
-    // transaction, then terminate its backend.
+    // Hold the rows the change locks, so it waits inside its transaction; then terminate its
+    // backend.
     let holder = try desk.database.connect()
     try holder.execute("BEGIN")
-    try holder.execute("SELECT 1 FROM hms2fa.accounts WHERE account_id = 'jd123' FOR UPDATE")
+    try holder.execute(Query(verbatim: change.hold))
     let outcome = Locked<Tool.Outcome?>(nil)
     let group = DispatchGroup()
     group.enter()
-    let arguments = command + ["--database", try desk.database.conninfo(user: desk.agent)]
+    let arguments = command + ["--database", try desk.database.conninfo(user: login)]
     let environment = desk.environment
     Thread.detachNewThread {
       defer { group.leave() }
@@ -72,7 +124,7 @@ struct FaultTests {
       let row = try desk.admin.queryFirst(
         """
         SELECT bool_or(pg_terminate_backend(pid)) AS done FROM pg_stat_activity
-         WHERE usename = \(desk.agent) AND wait_event_type = 'Lock'
+         WHERE usename = \(login) AND wait_event_type = 'Lock'
         """)
       terminated = try row?.decode("done", as: Bool?.self) ?? false
       if !terminated { usleep(25_000) }
@@ -87,7 +139,7 @@ struct FaultTests {
       result.stderr.split(separator: "\n").filter { $0.hasPrefix("hms2fa-admin:") }.count == 1, "\(result.stderr)")
     #expect(result.stderr.contains("run the command again"))
     #expect(try desk.database.snapshot() == before, "a killed command left something behind")
-    let retry = try desk.run(command)
+    let retry = try Tool.run(arguments, environment: environment)
     #expect(retry.status == 0, "\(retry.stderr)")
   }
 
@@ -149,8 +201,8 @@ struct FaultTests {
     #expect(code.stderr.contains("cancelled"))
     let states = try desk.admin.query(
       """
-      SELECT 'link ' || coalesce(revoked_reason, 'outstanding') AS s FROM hms2fa.activation_links
-      UNION ALL SELECT 'code ' || state FROM hms2fa.phone_verifications ORDER BY 1
+      SELECT 'link ' || coalesce(revoked_reason, 'outstanding') AS s FROM hms2fa.activation_links WHERE ticket = 'F3'
+      UNION ALL SELECT 'code ' || state FROM hms2fa.phone_verifications WHERE ticket = 'F3' ORDER BY 1
       """
     ).map { try $0.decode("s", as: String.self) }
     #expect(states == ["code cancelled", "link delivery failed"])
