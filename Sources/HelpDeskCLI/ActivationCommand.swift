@@ -51,9 +51,7 @@ struct ActivationCommand: ParsableCommand {
         throw DeskError.usage("--valid-for must be between 5m and 7d, not \(validity)")
       }
       if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
-      let environment = ProcessInfo.processInfo.environment
-      let mailer = try Mailer.fromEnvironment(environment)
-      let settings = try DeliverySettings.fromEnvironment(environment)
+      let (mailer, settings) = try mailDelivery()
       let db = try global.connect()
       let link = try ActivationLinks.send(
         to: id, device: device, validFor: validity, ticket: try change.parsedTicket, mailer: mailer,

@@ -68,9 +68,7 @@ struct EnrollmentCommand: ParsableCommand {
       if !dryRun && !yes && !Console.stdinIsTerminal {
         throw DeskError.usage("stdin is not a terminal: add --yes to reset without the typed confirmation")
       }
-      let environment = ProcessInfo.processInfo.environment
-      let mail =
-        dryRun ? nil : (try Mailer.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment))
+      let mail = dryRun ? nil : try mailDelivery()
       let db = try global.connect()
       let plan = try EnrollmentReset.reset(
         id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: true, on: db)
@@ -120,8 +118,7 @@ struct EnrollmentCommand: ParsableCommand {
     func run() throws {
       guard requestID > 0 else { throw DeskError.usage("a request id is a positive number (see enrollment requests)") }
       let ticket = try change.parsedTicket
-      let environment = ProcessInfo.processInfo.environment
-      let mail = (try Mailer.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment))
+      let mail = try mailDelivery()
       let db = try global.connect()
       let outcome = try EnrollmentReset.approve(requestID, ticket: ticket, on: db)
       try report(outcome, ticket: ticket, mail: mail, db: db, console: global.console)
@@ -251,7 +248,8 @@ func outcomeJSON(_ o: ResetOutcome) -> JSONValue {
 
 /// Prints the result of a reset or request, emailing the notice after a reset.
 func report(
-  _ outcome: ResetOutcome, ticket: Ticket, mail: (Mailer, DeliverySettings)?, db: Connection, console: Console
+  _ outcome: ResetOutcome, ticket: Ticket, mail: (mailer: Mailer, settings: DeliverySettings)?, db: Connection,
+  console: Console
 ) throws {
   if outcome.status == "pending_approval" {
     console.emit(outcomeJSON(outcome)) {
@@ -263,7 +261,8 @@ func report(
   }
   var failure: String?
   if let mail, outcome.status == "reset" {
-    failure = EnrollmentReset.sendNotice(for: outcome, ticket: ticket, mailer: mail.0, settings: mail.1, on: db)
+    failure = EnrollmentReset.sendNotice(
+      for: outcome, ticket: ticket, mailer: mail.mailer, settings: mail.settings, on: db)
   }
   if let failure {
     console.note("hms2fa-admin: warning: the reset stands, but \(failure); tell the person yourself")

@@ -67,3 +67,16 @@ struct ChangeOptions: ParsableArguments {
     }
   }
 }
+
+/// How email leaves (HMS2FA_MAILER) and its settings; 78 when a setting is unusable.
+func mailDelivery() throws(DeskError) -> (mailer: Mailer, settings: DeliverySettings) {
+  let environment = ProcessInfo.processInfo.environment
+  return (try Mailer.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment))
+}
+
+/// How text messages and calls leave (HMS2FA_SMS) and the delivery settings; 78 when unset or
+/// unusable.
+func smsDelivery() throws(DeskError) -> (gateway: SMSGateway, settings: DeliverySettings) {
+  let environment = ProcessInfo.processInfo.environment
+  return (try SMSGateway.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment))
+}

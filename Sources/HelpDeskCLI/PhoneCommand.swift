@@ -121,9 +121,7 @@ struct PhoneCommand: ParsableCommand {
     func run() throws {
       let id = try AccountID(parsing: account)
       let number = try parsePhone(phone)
-      let environment = ProcessInfo.processInfo.environment
-      let gateway = try SMSGateway.fromEnvironment(environment)
-      let settings = try DeliverySettings.fromEnvironment(environment)
+      let (gateway, settings) = try smsDelivery()
       let db = try global.connect()
       let sent = try PhoneVerification.verify(
         id, phone: number, via: via, ticket: try change.parsedTicket, gateway: gateway, timeout: settings.timeout,
@@ -166,10 +164,8 @@ struct PhoneCommand: ParsableCommand {
     func run() throws {
       let id = try AccountID(parsing: account)
       let number = try parsePhone(phone)
-      let environment = ProcessInfo.processInfo.environment
       // The notices' transport is checked before anything changes.
-      let mail =
-        release ? (try Mailer.fromEnvironment(environment), try DeliverySettings.fromEnvironment(environment)) : nil
+      let mail = release ? try mailDelivery() : nil
       let codeText = try readCode(code)
       let db = try global.connect()
       let result = try PhoneVerification.confirm(
@@ -178,7 +174,7 @@ struct PhoneCommand: ParsableCommand {
       var failures: [String] = []
       if let mail, !result.released.isEmpty {
         failures = PhoneVerification.notifyReleased(
-          result.released, phone: result.phone, mailer: mail.0, settings: mail.1)
+          result.released, phone: result.phone, mailer: mail.mailer, settings: mail.settings)
       }
       for failure in failures { global.console.note("hms2fa-admin: warning: \(failure)") }
       let others = result.otherHolders.map { "\($0.accountId) (device \($0.deviceId))" }
@@ -265,9 +261,7 @@ struct IdentityCommand: ParsableCommand {
     func run() throws {
       let id = try AccountID(parsing: account)
       if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
-      let environment = ProcessInfo.processInfo.environment
-      let gateway = try SMSGateway.fromEnvironment(environment)
-      let settings = try DeliverySettings.fromEnvironment(environment)
+      let (gateway, settings) = try smsDelivery()
       let db = try global.connect()
       let sent = try PhoneVerification.identityCheck(
         id, device: device, via: via, ticket: try change.parsedTicket, gateway: gateway, timeout: settings.timeout,
