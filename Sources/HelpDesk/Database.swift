@@ -110,7 +110,8 @@ public struct DatabaseTarget: Sendable {
       throw desk
     }
     do {
-      try connection.execute("SELECT set_config('lock_timeout', \(String(lockTimeout * 1000)), false)")
+      let setting: Query = "SELECT set_config('lock_timeout', \(String(lockTimeout * 1000)), false)"
+      try connection.execute(setting)
     } catch {
       throw deskError(error)
     }

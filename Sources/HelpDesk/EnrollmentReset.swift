@@ -152,8 +152,8 @@ public enum EnrollmentReset {
   /// - Throws: `DeskError` 65 (unknown, approved or expired request), 77 (own request, or tier1).
   public static func approve(_ requestID: Int64, ticket: Ticket, on db: Connection) throws(DeskError) -> ResetOutcome {
     let json: String = try desk(approveAction, on: db) {
-      try db.queryFirst("SELECT hms2fa_api.approve_reset(\(requestID), \(ticket.value))::text AS result")?
-        .decode("result") ?? "{}"
+      let approve: Query = "SELECT hms2fa_api.approve_reset(\(requestID), \(ticket.value))::text AS result"
+      return try db.queryFirst(approve)?.decode("result") ?? "{}"
     }
     return try decode(json)
   }

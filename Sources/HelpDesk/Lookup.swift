@@ -83,7 +83,8 @@ public enum Lookup {
   ///   77 when the login has no tier, 69 when the database is unreachable.
   public static func card(for key: AccountKey, on db: Connection) throws(DeskError) -> AccountCard {
     let json = try desk(.lookup, on: db) {
-      try db.queryFirst("SELECT hms2fa_api.account_card(\(key.text))::text AS card")?.decode("card", as: String?.self)
+      let card: Query = "SELECT hms2fa_api.account_card(\(key.text))::text AS card"
+      return try db.queryFirst(card)?.decode("card", as: String?.self)
     }
     guard let json else {
       switch key {

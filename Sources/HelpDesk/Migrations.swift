@@ -87,8 +87,10 @@ public enum Migrations {
   ///   migrations this tool doesn't know; 69/77 from the server.
   public static func migrate(on db: Connection, progress: (String) -> Void = { _ in }) throws(DeskError) -> [String] {
     try desk(nil, on: db) {
-      try db.execute("SELECT pg_advisory_lock(\(lockKey))")
-      defer { _ = try? db.execute("SELECT pg_advisory_unlock(\(lockKey))") }
+      let lock: Query = "SELECT pg_advisory_lock(\(lockKey))"
+      let unlock: Query = "SELECT pg_advisory_unlock(\(lockKey))"
+      try db.execute(lock)
+      defer { _ = try? db.execute(unlock) }
       try db.transaction {
         try db.execute("CREATE SCHEMA IF NOT EXISTS hms2fa_meta")
         try db.execute("REVOKE ALL ON SCHEMA hms2fa_meta FROM PUBLIC")
@@ -124,9 +126,11 @@ public enum Migrations {
           try db.transaction {
             try db.runScript(migration.sql)
             try db.execute("RESET ROLE")
-            try db.execute(
-              "INSERT INTO hms2fa_meta.schema_migrations (name, checksum) VALUES (\(migration.name), \(migration.checksum))"
-            )
+            let record: Query =
+              """
+              INSERT INTO hms2fa_meta.schema_migrations (name, checksum) VALUES (\(migration.name), \(migration.checksum))
+              """
+            try db.execute(record)
           }
         } catch let error as PostgresError where error.kind == .server {
           if error.sqlState == SQLState.insufficientPrivilege {

@@ -155,8 +155,11 @@ public enum PhoneVerification {
     } catch {
       var ended = "the code was cancelled"
       do {
-        _ = try db.queryFirst(
-          "SELECT hms2fa_api.cancel_verification(\(sent.verificationID), \(ticket.value), 'delivery failed')")
+        let cancel: Query =
+          """
+          SELECT hms2fa_api.cancel_verification(\(sent.verificationID), \(ticket.value), 'delivery failed')
+          """
+        _ = try db.queryFirst(cancel)
       } catch {
         ended = "the code could not be cancelled (\(deskError(error).message)); it expires in 10 minutes"
       }
@@ -287,7 +290,8 @@ public enum PhoneVerification {
   /// Everyone on the number now, before, and who proved it.
   public static func owner(of phone: PhoneNumber, on db: Connection) throws(DeskError) -> PhoneOwnership {
     let json: String = try desk(ownerAction, on: db) {
-      try db.queryFirst("SELECT hms2fa_api.phone_owner(\(phone.e164))::text AS doc")?.decode("doc") ?? "{}"
+      let owner: Query = "SELECT hms2fa_api.phone_owner(\(phone.e164))::text AS doc"
+      return try db.queryFirst(owner)?.decode("doc") ?? "{}"
     }
     do {
       let decoder = JSONDecoder()

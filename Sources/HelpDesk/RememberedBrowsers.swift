@@ -48,9 +48,11 @@ public enum RememberedBrowsers {
     for account: AccountID, ticket: Ticket, reason: String? = nil, on db: Connection
   ) throws(DeskError) -> Int {
     try desk(revokeAction, on: db) {
-      try db.queryFirst(
-        "SELECT hms2fa_api.revoke_remembered_browsers(\(account.value), \(ticket.value), \(reason)) AS revoked"
-      )?.decode("revoked", as: Int.self) ?? 0
+      let revoke: Query =
+        """
+        SELECT hms2fa_api.revoke_remembered_browsers(\(account.value), \(ticket.value), \(reason)) AS revoked
+        """
+      return try db.queryFirst(revoke)?.decode("revoked", as: Int.self) ?? 0
     }
   }
 }

@@ -143,9 +143,8 @@ public enum RosterImport {
       wouldDisable: try row.decode("would_disable"), overLimit: try row.decode("over_limit"),
       eventID: try row.decode("event_id"), changes: [])
     if options.dryRun {
-      result.changes = try db.query(
-        "SELECT * FROM hms2fa_api.roster_diff(\(max(options.diffLimit, 0)))"
-      ).map { row in
+      let diff: Query = "SELECT * FROM hms2fa_api.roster_diff(\(max(options.diffLimit, 0)))"
+      result.changes = try db.query(diff).map { row in
         RosterChange(
           kind: RosterChange.Kind(rawValue: try row.decode("change")) ?? .changed,
           accountID: try row.decode("account_id"), line: try row.decode("line"),

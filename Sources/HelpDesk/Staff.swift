@@ -36,10 +36,8 @@ public enum Staff {
     }
     try desk(nil, on: db) {
       try db.transaction {
-        guard
-          let role = try db.queryFirst(
-            "SELECT rolcanlogin, rolsuper FROM pg_catalog.pg_roles WHERE rolname = \(login)")
-        else {
+        let lookUp: Query = "SELECT rolcanlogin, rolsuper FROM pg_catalog.pg_roles WHERE rolname = \(login)"
+        guard let role = try db.queryFirst(lookUp) else {
           throw DeskError.badData("there is no database login \(quoted(login)); create it first (CREATE ROLE … LOGIN)")
         }
         guard try role.decode("rolcanlogin", as: Bool.self) else {
@@ -47,11 +45,8 @@ public enum Staff {
         }
         let verb = granted ? "GRANT %I TO %I" : "REVOKE %I FROM %I"
         // The server quotes both identifiers; neither is ever spliced in by the tool.
-        guard
-          let statement = try db.queryFirst(
-            "SELECT format(\(verb)::text, \(tier.roleName)::text, \(login)::text) AS sql")?
-            .decode("sql", as: String.self)
-        else {
+        let compose: Query = "SELECT format(\(verb)::text, \(tier.roleName)::text, \(login)::text) AS sql"
+        guard let statement = try db.queryFirst(compose)?.decode("sql", as: String.self) else {
           throw DeskError(.software, "internal error: could not compose the statement")
         }
         do {
@@ -62,8 +57,11 @@ public enum Staff {
             "the database refused: changing staff roles needs a superuser or a login with CREATEROLE; "
               + "\"\(db.user)\" is neither")
         }
-        try db.execute(
-          "SELECT hms2fa_api.record_staff_change(\(login), \(tier.roleName), \(granted), \(ticket.value))")
+        let record: Query =
+          """
+          SELECT hms2fa_api.record_staff_change(\(login), \(tier.roleName), \(granted), \(ticket.value))
+          """
+        try db.execute(record)
       }
     }
   }
