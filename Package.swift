@@ -21,8 +21,20 @@ let package = Package(
       providers: [.apt(["libpq-dev"])]
     ),
     .target(name: "Postgres", dependencies: ["CLibPQ"]),
-    // libphonenumber (Debian's libphonenumber-dev, no pkg-config file) behind a plain C interface.
-    .target(name: "CPhoneNumber", linkerSettings: [.linkedLibrary("phonenumber")]),
+    // libphonenumber (Debian's libphonenumber-dev, no pkg-config file) behind a plain C interface,
+    // linked from its static archives with what it needs (protobuf, abseil, ICU): as shared
+    // libraries, the dynamic loader spent several milliseconds resolving their C++ symbols at
+    // every start, also of commands that never parse a number (`user show`; see Benchmarks).
+    // Dependents after what depends on them, for linkers that read archives once, in order.
+    .target(
+      name: "CPhoneNumber",
+      linkerSettings: [
+        ":libphonenumber.a", ":libprotobuf.a", ":libicui18n.a", ":libicuuc.a", ":libicudata.a",
+        ":libabsl_hash.a", ":libabsl_city.a", ":libabsl_low_level_hash.a", ":libabsl_raw_hash_set.a",
+        ":libabsl_strings.a", ":libabsl_strings_internal.a", ":libabsl_throw_delegate.a",
+        ":libabsl_raw_logging_internal.a", "z", "dl", "pthread",
+      ].map { .linkedLibrary($0) }
+    ),
     .executableTarget(name: "embed-migrations"),
     .plugin(
       name: "EmbedMigrations",

@@ -10,6 +10,7 @@ struct AccountsCommand: ParsableCommand {
 
   struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "import",
       abstract: "Load the identity system's export of accounts (batch tier or operator).",
       discussion: """
         FILE is CSV (RFC 4180 quoting, UTF-8, CRLF or LF) whose header names the columns \

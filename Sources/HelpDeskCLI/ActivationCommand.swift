@@ -16,6 +16,7 @@ struct ActivationCommand: ParsableCommand {
 
   struct Send: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "send",
       abstract: "Email a single-use activation link for the pending mobile device (tier1).",
       discussion: """
         The link goes to the email of record only, and is never shown: the person opens the \
@@ -73,6 +74,7 @@ struct ActivationCommand: ParsableCommand {
 
   struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "list",
       abstract: "List a person's activation links: outstanding, used, revoked, expired.",
       discussion: """
         Example:
@@ -126,6 +128,7 @@ struct ActivationCommand: ParsableCommand {
 
   struct Revoke: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "revoke",
       abstract: "Revoke a person's outstanding activation links (tier1).",
       discussion: """
         Use it when a link went to a mailbox the person no longer controls, or they ask to stop.

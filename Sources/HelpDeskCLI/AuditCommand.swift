@@ -10,6 +10,7 @@ struct AuditCommand: ParsableCommand {
 
   struct Log: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "log",
       abstract: "Show audit events, oldest first (the most recent --limit of them).",
       discussion: """
         The actor is the database login that made the change.
@@ -73,6 +74,7 @@ struct AuditCommand: ParsableCommand {
 
   struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "verify",
       abstract: "Check the audit log's hash chain; exit 65 naming the first event that doesn't match.",
       discussion: """
         Each event carries the hash of its predecessor and of its own content, so an event \

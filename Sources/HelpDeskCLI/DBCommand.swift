@@ -10,6 +10,7 @@ struct DBCommand: ParsableCommand {
 
   struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "migrate",
       abstract: "Apply the pending migrations, each in its own transaction.",
       discussion: """
         Needs a login that may create roles and schemas (a superuser, or CREATEROLE with \
@@ -42,6 +43,7 @@ struct DBCommand: ParsableCommand {
 
   struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "status",
       abstract: "List applied and pending migrations.",
       discussion: """
         States: applied, pending, changed (edited after it was applied: restore it), unknown \

@@ -19,6 +19,7 @@ struct EnrollmentCommand: ParsableCommand {
 
   struct Reset: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "reset",
       abstract: "Retire every device, revoke links, remembered browsers and codes, in one transaction.",
       discussion: """
         The riskiest thing the desk does: a wrong reset hands someone's account to whoever is on \
@@ -100,6 +101,7 @@ struct EnrollmentCommand: ParsableCommand {
 
   struct Approve: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "approve",
       abstract: "Carry out a reset request made by another tier-2 agent.",
       discussion: """
         Call the person back yourself before approving. You can't approve your own request.
@@ -127,6 +129,7 @@ struct EnrollmentCommand: ParsableCommand {
 
   struct Requests: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "requests",
       abstract: "List reset requests waiting for a second agent.",
       discussion: """
         Example:

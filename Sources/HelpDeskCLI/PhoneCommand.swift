@@ -37,6 +37,7 @@ struct PhoneCommand: ParsableCommand {
 
   struct Owner: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "owner",
       abstract: "Everyone with a device in use on the number, who had it before, and who proved it.",
       discussion: """
         The number may be written as people do: (617) 432-2000, 617.432.2000, +44 20 7946 0000, \
@@ -95,6 +96,7 @@ struct PhoneCommand: ParsableCommand {
 
   struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "verify",
       abstract: "Send a 6-digit code to a phone the caller says is theirs (tier1).",
       discussion: """
         The code goes by text message (--via sms) or a voice call that reads it out (--via voice), \
@@ -132,6 +134,7 @@ struct PhoneCommand: ParsableCommand {
 
   struct Confirm: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "confirm",
       abstract: "Check the code the caller received (tier1; --release needs tier2).",
       discussion: """
         Five wrong tries end the code. When the number is on a device of another account, the \
@@ -237,6 +240,7 @@ struct IdentityCommand: ParsableCommand {
 
   struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "check",
       abstract: "Send a code to the account's default phone, or to one of its phones by --device (tier1).",
       discussion: """
         Never to a number the caller gives: only to a phone on file for the account.
@@ -272,6 +276,7 @@ struct IdentityCommand: ParsableCommand {
 
   struct Confirm: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "confirm",
       abstract: "Check the code; a right one is an identity proof for 15 minutes (tier1).",
       discussion: """
         Leave out CODE (or give -) to type it at a prompt without echo, or pipe it on stdin.

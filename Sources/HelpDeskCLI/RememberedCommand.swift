@@ -10,6 +10,7 @@ struct RememberedCommand: ParsableCommand {
 
   struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "list",
       abstract: "List a person's remembered browsers (active, expired, revoked).",
       discussion: """
         Example:
@@ -68,6 +69,7 @@ struct RememberedCommand: ParsableCommand {
 
   struct Revoke: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "revoke",
       abstract: "Forget every active remembered browser of a person (tier2).",
       discussion: """
         Each of the person's browsers must pass two-factor authentication again. Use it for a \

@@ -17,6 +17,7 @@ struct StaffCommand: ParsableCommand {
 
   struct Grant: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "grant",
       abstract: "Give a database login a tier.",
       discussion: """
         Example:
@@ -44,6 +45,7 @@ struct StaffCommand: ParsableCommand {
 
   struct Revoke: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "revoke",
       abstract: "Take a tier away from a database login.",
       discussion: """
         Example:
@@ -71,6 +73,7 @@ struct StaffCommand: ParsableCommand {
 
   struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "list",
       abstract: "List the logins that hold a tier.",
       discussion: """
         Example:

@@ -10,6 +10,7 @@ struct UserCommand: ParsableCommand {
 
   struct Show: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "show",
       abstract: "Show one person: enrollment, devices, browsers, recent audit.",
       discussion: """
         Says whether "Start setup" is visible (only when nothing is enrolled), lists every \
@@ -88,6 +89,7 @@ struct UserCommand: ParsableCommand {
 
   struct Find: ParsableCommand {
     static let configuration = CommandConfiguration(
+      commandName: "find",
       abstract: "Find people whose account id, email or name starts with the text.",
       discussion: """
         Case-insensitive. Exits 67 when nobody matches.
