@@ -16,8 +16,8 @@ accounts=${3:-5000}
 
 ensure_prerequisites
 say "building hms2fa-admin (release)"
-swift build -c release 2>&1 | grep -E 'error|warning: unre' || true
-bin="$(swift build -c release --show-bin-path)/hms2fa-admin"
+swift build -c release --static-swift-stdlib 2>&1 | grep -E 'error|warning: unre' || true
+bin="$(swift build -c release --static-swift-stdlib --show-bin-path)/hms2fa-admin"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hms2fa-load.XXXXXX")
 chmod 755 "$work"

@@ -20,8 +20,8 @@ runs=${2:-5}
 
 ensure_prerequisites
 say "building the release binary"
-swift build -c release --product hms2fa-admin >/dev/null
-admin="$(swift build -c release --show-bin-path)/hms2fa-admin"
+swift build -c release --static-swift-stdlib --product hms2fa-admin >/dev/null
+admin="$(swift build -c release --static-swift-stdlib --show-bin-path)/hms2fa-admin"
 psql_bin="$PG_BIN/psql"
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/hms2fa-bench.XXXXXX")
