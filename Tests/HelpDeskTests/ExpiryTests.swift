@@ -99,6 +99,57 @@ struct ExpiryTests {
     #expect(try table.names().count == 20)
   }
 
+  @Test("the census counts every row once: chunks ended by the planner's histogram, and in order past it")
+  func censusWithStatistics() throws {
+    let table = try Table()
+    try table.add(900, named: "expired", expiresIn: "-20 days")
+    try table.add(40, named: "expired-tied", expiresIn: "-5 days", sameInstant: true)
+    try table.add(700, named: "live", expiresIn: "5 days")
+    try table.admin.execute("ANALYZE hms2fa.remembered_browsers")
+    // Rows the statistics don't know of: past the histogram's last bound, and at -infinity.
+    try table.add(300, named: "live-late", expiresIn: "40 days")
+    try table.add(7, named: "expired-never", expiresIn: "-1 day")
+    try table.admin.execute(
+      "UPDATE hms2fa.remembered_browsers SET expires_at = '-infinity' WHERE browser LIKE 'expired-never-%'")
+    let bounds = try table.admin.queryFirst(
+      """
+      SELECT histogram_bounds::text AS bounds FROM pg_stats
+       WHERE schemaname = 'hms2fa' AND tablename = 'remembered_browsers' AND attname = 'expires_at'
+      """)
+    let histogram = try #require(try bounds?.decode("bounds", as: String?.self))
+
+    let batch = try table.batch()
+    var after: String?
+    var rows = 0
+    var expired = 0
+    var ends: [String] = []
+    repeat {
+      let call: Query = """
+        SELECT rows_counted, expired, last_expires_at::text AS last
+          FROM hms2fa_api.remembered_expiry_census(now(), \(after)::timestamptz, 100)
+        """
+      let row = try #require(try batch.queryFirst(call))
+      let counted = try row.decode("rows_counted", as: Int.self)
+      rows += counted
+      expired += try row.decode("expired", as: Int.self)
+      after = try row.decode("last", as: String?.self)
+      if let after { ends.append(after) }
+      #expect(counted <= 400, "a chunk of about 100 rows counted \(counted)")
+    } while after != nil && ends.count < 1_000
+
+    #expect(rows == 1_947)
+    #expect(expired == 947)
+    // Chunks ended on histogram bounds while there were any ahead, then went on in order.
+    let first = try #require(ends.first)
+    #expect(histogram.contains(first), "the first chunk ended at \(first), not on a histogram bound")
+    #expect(ends.count >= 15)
+
+    // The job's own census agrees.
+    let run = try RememberedExpiry.run(ExpiryPlan(batchSize: 500, dryRun: true, maxFraction: 0.9), on: batch)
+    #expect(run.rowsAtStart == 1_947)
+    #expect(run.expiredAtStart == 947)
+  }
+
   @Test("--max-runtime stops cleanly with complete false; the next run finishes the work")
   func maxRuntime() throws {
     let table = try Table()
