@@ -23,8 +23,13 @@ ensure_prerequisites() {
   local missing=()
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   pkg-config --exists libpq 2>/dev/null || missing+=(libpq-dev)
-  # libphonenumber ships no pkg-config file: look for its header.
-  [ -f /usr/include/phonenumbers/phonenumberutil.h ] || missing+=(libphonenumber-dev)
+  # libphonenumber ships no pkg-config file: look for its header and the static archives that
+  # Package.swift links (protobuf's and abseil's come with libphonenumber-dev, ICU's don't).
+  local libdir
+  libdir=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+  [ -f /usr/include/phonenumbers/phonenumberutil.h ] && [ -f "$libdir/libphonenumber.a" ] ||
+    missing+=(libphonenumber-dev)
+  [ -f "$libdir/libicuuc.a" ] || missing+=(libicu-dev)
   [ -n "$(pg_bindir)" ] || missing+=(postgresql-15)
   command -v swift >/dev/null 2>&1 || [ -x /opt/swift/usr/bin/swift ] || die "Swift 6 is not installed (expected on PATH or in /opt/swift)"
   if [ ${#missing[@]} -gt 0 ]; then
