@@ -27,6 +27,20 @@ struct MigrationTests {
     }
   }
 
+  @Test("the registry takes account ids of 1 to 64 lower-case letters, digits, . _ -, starting with a letter or digit")
+  func accountIdFormat() throws {
+    let db = try TestDatabase.create().connect()
+    let accepted = ["a", "0", "jd123", "a.b_c-d", String(repeating: "a", count: 64)]
+    let refused = ["", "A", "Jd123", "-a", "_a", ".a", "a b", "a@b", "ä", "a\n", String(repeating: "a", count: 65)]
+    for id in accepted + refused {
+      let insert: Query =
+        "INSERT INTO hms2fa.accounts (account_id, display_name, email) VALUES (\(id), 'X', 'x@hms.harvard.edu')"
+      var state: String? = nil
+      do { _ = try db.execute(insert) } catch { state = error.sqlState }
+      #expect(state == (accepted.contains(id) ? nil : "23514"), "account id \(id.debugDescription)")
+    }
+  }
+
   @Test("an applied migration whose file has changed since stops db migrate")
   func changedChecksum() throws {
     let db = try TestDatabase.create().connect()
