@@ -53,6 +53,7 @@ public struct ResetOutcome: Sendable {
     var startSetupVisible: Bool?
     var verifiedVia: String?
     var at: String?
+    var planFingerprint: String?
   }
 
   /// `reset`, `pending_approval`, `dry_run` or `nothing_to_reset`.
@@ -80,6 +81,9 @@ public struct ResetOutcome: Sendable {
   public var startSetupVisible: Bool?
   public var verifiedVia: String?
   public var at: String?
+  /// What the plan's decision rests on (devices, email, risk), hashed: pass it back as
+  /// `expectedPlan` so that the reset refuses (75) if the plan changed since it was shown.
+  public var planFingerprint: String?
 
   init(_ d: Document) {
     status = d.status
@@ -103,6 +107,7 @@ public struct ResetOutcome: Sendable {
     startSetupVisible = d.startSetupVisible
     verifiedVia = d.verifiedVia
     at = d.at
+    planFingerprint = d.planFingerprint
   }
 }
 
@@ -130,18 +135,21 @@ public enum EnrollmentReset {
   static let listAction = DeskAction("listing reset requests", tier: .tier1)
 
   /// Asks the database for the plan (`dryRun`) or to carry out the reset; a reset that needs a
-  /// second agent comes back as `pending_approval` with a request id.
+  /// second agent comes back as `pending_approval` with a request id. With `expectedPlan` (the
+  /// `planFingerprint` of the plan the agent confirmed), the reset is refused, and nothing is
+  /// changed, when the plan is no longer that plan.
   ///
-  /// - Throws: `DeskError` 65 (disabled, no fresh identity proof for code-on-file), 67, 77.
+  /// - Throws: `DeskError` 65 (disabled, no fresh identity proof for code-on-file), 67, 75 (the
+  ///   plan changed since it was shown), 77.
   public static func reset(
     _ account: AccountID, ticket: Ticket, verifiedVia: IdentityVerification, reason: String?, dryRun: Bool,
-    on db: Connection
+    expectedPlan: String? = nil, on db: Connection
   ) throws(DeskError) -> ResetOutcome {
     let json: String = try desk(resetAction, on: db) {
       try db.queryFirst(
         """
         SELECT hms2fa_api.reset_enrollment(\(account.value), \(ticket.value), \(verifiedVia.rawValue), \(reason),
-                                           \(dryRun))::text AS result
+                                           \(dryRun), \(expectedPlan)::text)::text AS result
         """)?.decode("result") ?? "{}"
     }
     return try decode(json)

@@ -93,8 +93,10 @@ struct EnrollmentCommand: ParsableCommand {
           throw DeskError.usage("not confirmed: nothing was changed")
         }
       }
+      // The plan confirmed is the plan carried out: the database refuses (75) if it changed.
       let outcome = try EnrollmentReset.reset(
-        id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: false, on: db)
+        id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: false,
+        expectedPlan: plan.planFingerprint, on: db)
       try report(outcome, ticket: ticket, mail: mail, db: db, console: console)
     }
   }

@@ -50,10 +50,11 @@ struct EnrollmentResetTests {
 
     func reset(
       _ via: IdentityVerification = .inPerson, reason: String? = "old phone lost", dryRun: Bool = false,
-      on db: Connection? = nil
+      expectedPlan: String? = nil, on db: Connection? = nil
     ) throws -> ResetOutcome {
       try EnrollmentReset.reset(
-        account, ticket: ticket, verifiedVia: via, reason: reason, dryRun: dryRun, on: db ?? agent)
+        account, ticket: ticket, verifiedVia: via, reason: reason, dryRun: dryRun, expectedPlan: expectedPlan,
+        on: db ?? agent)
     }
 
     /// Everything a reset could change, as text, to compare before and after.
@@ -148,6 +149,45 @@ struct EnrollmentResetTests {
     let disabled = #expect(throws: DeskError.self) { try setup.reset() }
     #expect(disabled?.status == .dataError)
     #expect(try setup.actions().isEmpty)
+  }
+
+  @Test("the plan confirmed is the plan carried out: a device enrolled, or an email changed, in between is 75")
+  func planChangedSinceShown() throws {
+    let setup = try Setup()
+    let plan = try setup.reset(dryRun: true)
+    let fingerprint = try #require(plan.planFingerprint)
+    #expect(fingerprint.count == 64)
+
+    // Someone enrols a phone while the agent reads the plan: the reset refuses, changes nothing.
+    try Fixtures.device("jd123", phone: "+16175550177", on: setup.admin)
+    let before = try setup.snapshot()
+    let changed = #expect(throws: DeskError.self) { try setup.reset(expectedPlan: fingerprint) }
+    #expect(changed?.status == .tryLater)
+    #expect(changed?.message.contains("changed since its plan was shown") == true)
+    #expect(changed?.message.contains("run the command again") == true)
+    #expect(try setup.snapshot() == before)
+
+    // The same through raw SQL, as the tier-2 login.
+    let raw = #expect(throws: PostgresError.self) {
+      try setup.agent.execute(
+        "SELECT hms2fa_api.reset_enrollment('jd123', 'INC1', 'in-person', NULL, false, \(fingerprint))")
+    }
+    #expect(raw?.sqlState == "H2R11")
+
+    // A new plan; the email of record changes before the confirmation: refused again.
+    let second = try #require(try setup.reset(dryRun: true).planFingerprint)
+    #expect(second != fingerprint)
+    try setup.admin.execute("UPDATE hms2fa.accounts SET email = 'someone_else@example.com'")
+    #expect(throws: DeskError.self) { try setup.reset(expectedPlan: second) }
+
+    // What a reset revokes whatever its number, and a device's last use, don't change the plan.
+    let third = try #require(try setup.reset(dryRun: true).planFingerprint)
+    try Fixtures.rememberedBrowser("jd123", expiresInDays: 20, on: setup.admin)
+    try setup.admin.execute("UPDATE hms2fa.devices SET last_used_at = now()")
+    let outcome = try setup.reset(expectedPlan: third)
+    #expect(outcome.status == "reset")
+    #expect(outcome.devicesRetired == 4)
+    #expect(outcome.browsersRevoked == 2)
   }
 
   @Test("code-on-file needs an identity proof of the last 15 minutes, checked by the database")
