@@ -16,8 +16,10 @@ struct EmbedMigrations: BuildToolPlugin {
       .buildCommand(
         displayName: "Embedding \(inputs.count) migrations",
         executable: try context.tool(named: "embed-migrations").url,
-        arguments: [output.path()] + inputs.map { $0.path() },
-        inputFiles: inputs,
+        // The directory, not the file list: the build plans this command once, but reruns it
+        // whenever an input changes, and a new migration changes the directory.
+        arguments: [output.path(), sqlDirectory.path()],
+        inputFiles: [sqlDirectory] + inputs,
         outputFiles: [output]
       )
     ]
