@@ -155,9 +155,10 @@ public enum EnrollmentReset {
     return try decode(json)
   }
 
-  /// Carries out a pending request made by another tier-2 login.
+  /// Carries out a pending request made by another tier-2 login, as it was made.
   ///
-  /// - Throws: `DeskError` 65 (unknown, approved or expired request), 77 (own request, or tier1).
+  /// - Throws: `DeskError` 65 (unknown, approved or expired request), 75 (the plan changed since
+  ///   the request was made), 77 (own request, or tier1).
   public static func approve(_ requestID: Int64, ticket: Ticket, on db: Connection) throws(DeskError) -> ResetOutcome {
     let json: String = try desk(approveAction, on: db) {
       let approve: Query = "SELECT hms2fa_api.approve_reset(\(requestID), \(ticket.value))::text AS result"

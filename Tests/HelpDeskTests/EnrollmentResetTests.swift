@@ -248,6 +248,26 @@ struct EnrollmentResetTests {
     #expect(try EnrollmentReset.requests(all: false, on: setup.tier1).isEmpty)
   }
 
+  @Test("a request is approved as it was made: a device enrolled since makes approval 75, nothing changed")
+  func requestPlanChanged() throws {
+    let setup = try Setup(highRisk: true)
+    let id = try #require(try setup.reset().requestID)
+    try Fixtures.device("jd123", phone: "+16175550177", on: setup.admin)
+    let before = try setup.snapshot()
+    let changed = #expect(throws: DeskError.self) {
+      try EnrollmentReset.approve(id, ticket: setup.ticket, on: setup.otherAgent)
+    }
+    #expect(changed?.status == .tryLater)
+    #expect(changed?.message.contains("changed since reset request \(id) was made") == true)
+    #expect(try setup.snapshot() == before)
+
+    // A new request, made on the new plan, is approved.
+    let again = try #require(try setup.reset().requestID)
+    let done = try EnrollmentReset.approve(again, ticket: setup.ticket, on: setup.otherAgent)
+    #expect(done.status == "reset")
+    #expect(done.devicesRetired == 4)
+  }
+
   @Test("a second reset within 30 days, or an attested reset of a phone used today, needs approval")
   func twoPersonRule() throws {
     let setup = try Setup()
