@@ -25,20 +25,28 @@ public struct AccountID: Hashable, Sendable, CustomStringConvertible, Codable {
     guard trimmed.utf8.count <= 64 else {
       throw .usage("\(quoted(trimmed)) is too long for an HMS Account ID (at most 64 characters)")
     }
-    let lowered = String(
-      trimmed.unicodeScalars.map { scalar -> Character in
-        ("A"..."Z").contains(scalar) ? Character(Unicode.Scalar(scalar.value + 32) ?? scalar) : Character(scalar)
-      })
-    let allowed = lowered.unicodeScalars.allSatisfy { s in
-      ("a"..."z").contains(s) || ("0"..."9").contains(s) || s == "." || s == "_" || s == "-"
+    // Every allowed character is ASCII, so the check and the lowercasing go byte by byte (a
+    // roster import parses a million of these); the string is rebuilt only when it changes.
+    var bytes = Array(trimmed.utf8)
+    var lowered = false
+    for index in bytes.indices where (0x41...0x5A).contains(bytes[index]) {
+      bytes[index] += 0x20
+      lowered = true
     }
-    guard allowed, let first = lowered.unicodeScalars.first,
-      ("a"..."z").contains(first) || ("0"..."9").contains(first)
-    else {
+    guard bytes.allSatisfy(Self.allowed), let first = bytes.first, Self.alphanumeric(first) else {
       throw .usage(
         "\(quoted(trimmed)) is not an HMS Account ID (letters, digits, '.', '_' or '-', e.g. jd123)")
     }
-    value = lowered
+    value = lowered ? String(decoding: bytes, as: UTF8.self) : trimmed
+  }
+
+  private static func alphanumeric(_ byte: UInt8) -> Bool {
+    (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte)
+  }
+
+  /// a-z, 0-9, '.', '_' and '-'.
+  private static func allowed(_ byte: UInt8) -> Bool {
+    alphanumeric(byte) || byte == 0x2E || byte == 0x5F || byte == 0x2D
   }
 
   public var description: String { value }

@@ -19,6 +19,27 @@ struct ValueTests {
     #expect(error?.status == .usage)
   }
 
+  @Test(
+    "account ids are trimmed and lowercased (ASCII letters only), then checked",
+    arguments: [
+      ("jd123", "jd123"), (" JD123 ", "jd123"), ("Mk456", "mk456"), ("a.b_c-d", "a.b_c-d"), ("0abc", "0abc"),
+      (String(repeating: "X", count: 64), String(repeating: "x", count: 64)),
+    ])
+  func goodAccountIDs(_ text: String, _ expected: String) throws {
+    #expect(try AccountID(parsing: text).value == expected)
+  }
+
+  @Test(
+    "anything else is not an account id, non-ASCII letters included",
+    arguments: [
+      "", "   ", "_jd", ".jd", "-jd", "j d", "jd@1", "jé1", "\u{130}x", "\u{212A}x", "jd\u{0}1",
+      String(repeating: "x", count: 65),
+    ])
+  func badAccountIDs(_ text: String) {
+    let error = #expect(throws: DeskError.self) { try AccountID(parsing: text) }
+    #expect(error?.status == .usage)
+  }
+
   @Test("durations")
   func durations() throws {
     #expect(try DeskDuration(parsing: "24h").seconds == 86_400)
