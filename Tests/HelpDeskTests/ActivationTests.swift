@@ -73,9 +73,7 @@ struct ActivationTests {
     }
 
     func actions() throws -> [String] {
-      try database.connect().query("SELECT action FROM hms2fa.audit_events ORDER BY event_id").map {
-        try $0.decode("action", as: String.self)
-      }
+      try Fixtures.auditActions(on: database.connect())
     }
   }
 

@@ -72,9 +72,7 @@ struct EnrollmentResetTests {
     }
 
     func actions() throws -> [String] {
-      try admin.query("SELECT action FROM hms2fa.audit_events ORDER BY event_id").map {
-        try $0.decode("action", as: String.self)
-      }
+      try Fixtures.auditActions(on: admin)
     }
   }
 

@@ -2,6 +2,13 @@ import Postgres
 
 /// Rows the identity feed and the sign-in service would write, for tests.
 public enum Fixtures {
+  /// The audit log's actions, oldest first.
+  public static func auditActions(on db: Connection) throws -> [String] {
+    try db.query("SELECT action FROM hms2fa.audit_events ORDER BY event_id").map {
+      try $0.decode("action", as: String.self)
+    }
+  }
+
   /// Adds an account.
   public static func account(
     _ id: String, name: String = "Test Person", email: String? = nil, status: String = "active",
