@@ -1,6 +1,7 @@
 import Postgres
 
-/// Rows the identity feed and the sign-in service would write, for tests.
+/// Rows the identity feed and the sign-in service would write, for tests, and what the audit log
+/// holds.
 public enum Fixtures {
   /// The audit log's actions, oldest first.
   public static func auditActions(on db: Connection) throws -> [String] {
