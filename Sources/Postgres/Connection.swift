@@ -17,12 +17,34 @@ internal import CLibPQ
 public final class Connection {
   private let handle: OpaquePointer
   private var inTransaction = false
+  private let notices = NoticeSink()
 
   private init(handle: OpaquePointer) {
     self.handle = handle
     // Server NOTICEs (e.g. "relation already exists, skipping") are not for the person at
-    // the terminal; libpq would print them on stderr.
-    PQsetNoticeProcessor(handle, { _, _ in }, nil)
+    // the terminal (libpq would print them on stderr): they go to `onNotice`, if set, else
+    // nowhere.
+    PQsetNoticeReceiver(
+      handle,
+      { context, result in
+        guard let context, let result else { return }
+        let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
+        guard let handler = sink.handler else { return }
+        func field(_ code: Character) -> String? {
+          guard let ascii = code.asciiValue, let pointer = PQresultErrorField(result, Int32(ascii)) else {
+            return nil
+          }
+          return String(cString: pointer)
+        }
+        handler(Notice(sqlState: field("C"), message: field("M") ?? "", detail: field("D")))
+      }, Unmanaged.passUnretained(notices).toOpaque())
+  }
+
+  /// Called with each notice or warning the server sends, as it arrives: while a statement
+  /// runs, before its result. Set it around the statements whose notices matter, then clear it.
+  public var onNotice: ((Notice) -> Void)? {
+    get { notices.handler }
+    set { notices.handler = newValue }
   }
 
   deinit {
@@ -475,4 +497,16 @@ private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>
   let pointers = strings.map { strdup($0) }
   defer { pointers.forEach { free($0) } }
   return body(pointers.map { UnsafePointer($0) } + [nil])
+}
+
+/// A notice or warning from the server (not an error: the statement goes on).
+public struct Notice: Sendable {
+  public var sqlState: String?
+  public var message: String
+  public var detail: String?
+}
+
+/// Where a connection's notice receiver finds its handler; lives as long as the connection.
+private final class NoticeSink {
+  var handler: ((Notice) -> Void)?
 }
