@@ -24,10 +24,18 @@ public struct ExpiryPlan: Sendable {
   public var force: Bool
   /// How long a batch may wait for a lock before it gives up (and is retried).
   public var lockTimeoutMilliseconds: Int
+  /// Batches the server runs per call, one after another, each its own transaction; the run's
+  /// time budget is checked between calls (and bounds each call too).
+  public var batchesPerCall: Int
+  /// The longest a call runs before it hands back, when the budget doesn't end sooner.
+  public var millisecondsPerCall: Int
+  /// Seconds to wait before the first retry after a lock timeout (then twice, three times…).
+  public var retryPauseSeconds: Double
 
   public init(
     batchSize: Int = 5_000, maxRuntime: DeskDuration? = nil, dryRun: Bool = false, maxFraction: Double = 0.5,
-    force: Bool = false, lockTimeoutMilliseconds: Int = 2_000
+    force: Bool = false, lockTimeoutMilliseconds: Int = 2_000, batchesPerCall: Int = 200,
+    millisecondsPerCall: Int = 250, retryPauseSeconds: Double = 1
   ) {
     self.batchSize = batchSize
     self.maxRuntime = maxRuntime
@@ -35,6 +43,9 @@ public struct ExpiryPlan: Sendable {
     self.maxFraction = maxFraction
     self.force = force
     self.lockTimeoutMilliseconds = lockTimeoutMilliseconds
+    self.batchesPerCall = batchesPerCall
+    self.millisecondsPerCall = millisecondsPerCall
+    self.retryPauseSeconds = retryPauseSeconds
   }
 }
 
@@ -68,6 +79,8 @@ public struct ExpiryRun: Sendable {
   /// The database's time when the run started: rows expiring before it are this run's work.
   public var cutoff: String?
   public var durationSeconds: Double = 0
+  /// The longest transaction among the batches, as the server timed it (commit to commit).
+  public var longestBatchSeconds: Double = 0
   public var batchSize = 0
   public var dryRun = false
 
@@ -98,6 +111,22 @@ public enum RememberedExpiry {
   static let censusChunk = 200_000
   /// Batches retried after a lock timeout before the run gives up (exit 75).
   static let lockRetries = 3
+  /// The SQLSTATE of the notice `expire_remembered_batches` sends after each batch commits.
+  static let batchNotice = "H2I01"
+
+  /// What the batches of a run have done so far, as their notices tell.
+  final class BatchTally {
+    var deleted: Int64
+    var batches: Int
+    var longestBatchSeconds = 0.0
+    /// Where the next batch starts (the last batch's `resume_at`, as text).
+    var after: String?
+
+    init(deleted: Int64, batches: Int) {
+      self.deleted = deleted
+      self.batches = batches
+    }
+  }
 
   /// Seconds on a monotonic clock.
   public static func monotonicSeconds() -> Double {
@@ -135,11 +164,13 @@ public enum RememberedExpiry {
         // commit without waiting for their WAL to reach the disk: a crash can only undo the
         // last few deletions of rows that had expired, which the next run repeats; the audit
         // event at the end commits synchronously, and so makes them durable.
+        // The batches' notices (their counts) must reach the tool whatever the login's
+        // client_min_messages.
         try db.execute(
           """
           SELECT set_config('lock_timeout', \("\(plan.lockTimeoutMilliseconds)ms"), false),
                  set_config('DateStyle', 'ISO, MDY', false), set_config('TimeZone', 'UTC', false),
-                 set_config('synchronous_commit', 'off', false)
+                 set_config('synchronous_commit', 'off', false), set_config('client_min_messages', 'notice', false)
           """)
       }
       let locked = try desk(action, on: db) {
@@ -223,49 +254,86 @@ public enum RememberedExpiry {
     } while after != nil
   }
 
+  /// Deletes in calls of several batches (`hms2fa_api.expire_remembered_batches`), each batch
+  /// its own transaction in the server, so that no round trip separates two batches within a
+  /// call. Counts come from the notice the server sends after each commit, so they stay exact
+  /// when a call ends in an error after some of its batches committed.
   private static func deleteBatches(
     _ plan: ExpiryPlan, into run: inout ExpiryRun, on db: Connection, start: Double, clock: () -> Double,
     progress: (ExpiryProgress) -> Void
   ) throws {
-    var after: String?
+    let tally = BatchTally(deleted: run.deleted, batches: run.batches)
+    defer {
+      run.deleted = tally.deleted
+      run.batches = tally.batches
+      run.longestBatchSeconds = tally.longestBatchSeconds
+    }
+    let expected = run.expiredAtStart
+    try withoutActuallyEscaping(progress) { progress in
+      try withoutActuallyEscaping(clock) { clock in
+        // The handler holds `progress` and `clock`, which must not outlive this call.
+        defer { db.onNotice = nil }
+        db.onNotice = { notice in
+          guard notice.sqlState == batchNotice, let detail = notice.detail else { return }
+          // "<rows> <milliseconds> <next batch's start>"
+          let parts = detail.split(separator: " ", maxSplits: 2)
+          guard parts.count >= 2, let count = Int64(parts[0]), let milliseconds = Double(parts[1]) else { return }
+          tally.deleted += count
+          tally.batches += 1
+          tally.longestBatchSeconds = max(tally.longestBatchSeconds, milliseconds / 1000)
+          tally.after = parts.count > 2 ? String(parts[2]) : nil
+          progress(
+            ExpiryProgress(
+              phase: .deleting, rows: tally.deleted, expected: expected, batches: tally.batches,
+              elapsed: clock() - start))
+        }
+        try callBatches(plan, into: &run, tally: tally, on: db, start: start, clock: clock)
+      }
+    }
+  }
+
+  private static func callBatches(
+    _ plan: ExpiryPlan, into run: inout ExpiryRun, tally: BatchTally, on db: Connection, start: Double,
+    clock: () -> Double
+  ) throws {
     var timeouts = 0
     while true {
-      if let budget = plan.maxRuntime, clock() - start >= Double(budget.seconds) {
-        run.outcome = .stopped
-        return
+      var milliseconds = plan.millisecondsPerCall
+      if let budget = plan.maxRuntime {
+        let left = Double(budget.seconds) - (clock() - start)
+        guard left > 0 else {
+          run.outcome = .stopped
+          return
+        }
+        milliseconds = max(1, min(milliseconds, Int(left * 1000)))
       }
-      // One statement, its own transaction: the batch's locks and snapshot end with it.
-      let batch = Query(
-        """
-        SELECT deleted, resume_at::text AS last
-          FROM hms2fa_api.expire_remembered_batch(\(plan.batchSize), \(run.cutoff)::timestamptz, \(after)::timestamptz)
-        """)
-      var row: Row? = nil
-      var retry = false
+      let batchesBefore = tally.batches
+      var finished = false
+      var timedOut = false
       do {
-        row = try db.queryFirst(batch)
+        finished =
+          try db.queryFirst(
+            """
+            CALL hms2fa_api.expire_remembered_batches(
+              \(plan.batchSize), \(run.cutoff)::timestamptz, \(tally.after)::timestamptz,
+              \(plan.batchesPerCall), \(milliseconds), NULL)
+            """)?.decode("finished", as: Bool.self) ?? false
       } catch {
+        if tally.batches > batchesBefore { timeouts = 0 }
         guard error.sqlState == SQLState.lockNotAvailable, timeouts < lockRetries else { throw error }
-        retry = true
+        timedOut = true
       }
-      if retry {
+      if timedOut {
         timeouts += 1
-        usleep(UInt32(min(timeouts, 5)) * 1_000_000)
+        let pause = min(Double(timeouts), 5) * max(plan.retryPauseSeconds, 0)
+        usleep(UInt32(min(pause, 60) * 1_000_000))
         continue
       }
       timeouts = 0
-      let deleted = try row?.decode("deleted", as: Int64.self) ?? 0
-      guard deleted > 0 else {
+      if finished {
         run.outcome = .complete
         return
       }
-      run.deleted += deleted
-      run.batches += 1
-      after = try row?.decode("last", as: String?.self)
-      progress(
-        ExpiryProgress(
-          phase: .deleting, rows: run.deleted, expected: run.expiredAtStart, batches: run.batches,
-          elapsed: clock() - start))
     }
   }
 
@@ -327,6 +395,10 @@ public enum ExpiryMetrics {
       ("deleted_rows", "Rows the last run deleted.", Double(run.deleted)),
       ("batches", "Transactions the last run committed.", Double(run.batches)),
       ("duration_seconds", "How long the last run took.", (run.durationSeconds * 1000).rounded() / 1000),
+      (
+        "longest_batch_seconds", "The last run's longest batch transaction, as the server timed it.",
+        (run.longestBatchSeconds * 1_000_000).rounded() / 1_000_000
+      ),
       ("expired_rows_at_start", "Expired rows the last run found.", Double(run.expiredAtStart)),
       ("rows_at_start", "All remembered-browser rows when the last run started.", Double(run.rowsAtStart)),
     ]

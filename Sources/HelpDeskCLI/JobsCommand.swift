@@ -123,6 +123,7 @@ struct JobsCommand: ParsableCommand {
       var fields: [(String, JSONValue)] = [
         ("deleted", .int(run.deleted)), ("batches", .int(run.batches)),
         ("duration_seconds", .double((run.durationSeconds * 1000).rounded() / 1000)),
+        ("longest_batch_ms", .double((run.longestBatchSeconds * 1_000_000).rounded() / 1000)),
         ("complete", .bool(run.complete)), ("outcome", .string(run.outcome.rawValue)),
         ("dry_run", .bool(dryRun)), ("expired_at_start", .int(run.expiredAtStart)),
         ("rows_at_start", .int(run.rowsAtStart)), ("cutoff", .string(run.cutoff)),

@@ -156,7 +156,9 @@ struct ExpiryTests {
     try table.add(30, named: "expired", expiresIn: "-2 days")
     try table.add(40, named: "live", expiresIn: "2 days")
     var now = 0.0
-    let plan = ExpiryPlan(batchSize: 5, maxRuntime: DeskDuration(seconds: 60))
+    // The budget is checked between calls; one batch a call here, so that the test's clock
+    // (which the server doesn't see) is read after every batch.
+    let plan = ExpiryPlan(batchSize: 5, maxRuntime: DeskDuration(seconds: 60), batchesPerCall: 1)
     // The clock jumps past the budget during the second batch.
     let stopped = try RememberedExpiry.run(
       plan, on: try table.batch(), clock: { now },
@@ -276,9 +278,10 @@ struct ExpiryTests {
     let live = try table.names().filter { $0.hasPrefix("live") }
     let job = try table.batch()
     let pid = job.backendPID
+    // One batch a call: the kill lands while the tool is between calls, the backend idle.
     let failure = #expect(throws: ExpiryFailure.self) {
       try RememberedExpiry.run(
-        ExpiryPlan(batchSize: 5), on: job, reconnect: { try table.batch() },
+        ExpiryPlan(batchSize: 5, batchesPerCall: 1), on: job, reconnect: { try table.batch() },
         progress: { progress in
           if progress.phase == .deleting && progress.batches == 3 {
             _ = try? table.admin.execute("SELECT pg_terminate_backend(\(pid), 10000)")
@@ -300,6 +303,104 @@ struct ExpiryTests {
     #expect(try table.names() == live)
   }
 
+  @Test("several batches a call: each its own transaction, each reported as it commits")
+  func batchesPerCall() throws {
+    let table = try Table()
+    try table.add(42, named: "expired", expiresIn: "-2 days")
+    try table.add(30, named: "live", expiresIn: "2 days")
+    let batch = try table.batch()
+    var seen: [Int64] = []
+    let run = try RememberedExpiry.run(
+      ExpiryPlan(batchSize: 5, maxFraction: 0.6), on: batch,
+      progress: { progress in if progress.phase == .deleting { seen.append(progress.rows) } })
+    #expect(run.complete)
+    #expect(run.deleted == 42)
+    #expect(run.batches == 9)
+    #expect(seen == [5, 10, 15, 20, 25, 30, 35, 40, 42])
+    // Each batch's transaction timed by the server, commit to commit.
+    #expect(run.longestBatchSeconds > 0)
+    #expect(run.longestBatchSeconds < 1)
+    #expect(try table.expiredLeft() == 0)
+    #expect(try table.names().count == 30)
+    // (That each batch is its own transaction shows when a later one fails: see below.)
+    // The procedure is the batch role's alone, and checks its bounds.
+    let raw = #expect(throws: PostgresError.self) {
+      try batch.execute("CALL hms2fa_api.expire_remembered_batches(5, now(), NULL, 0, 100, NULL)")
+    }
+    #expect(raw?.sqlState == "H2U08")
+    for tier in [Tier.tier1, .tier2, .signin, .auditor] {
+      let db = try table.database.connect(as: try table.database.createLogin(tier))
+      let denied = #expect(throws: PostgresError.self) {
+        try db.execute("CALL hms2fa_api.expire_remembered_batches(5, now(), NULL, 10, 100, NULL)")
+      }
+      #expect(denied?.sqlState == SQLState.insufficientPrivilege)
+    }
+  }
+
+  @Test("a call that meets a locked row: the batches before it are counted and kept; 75 after the retries")
+  func lockedRowMidCall() throws {
+    let table = try Table()
+    try table.add(20, named: "expired", expiresIn: "-2 days")
+    try table.add(20, named: "live", expiresIn: "2 days")
+    // The sign-in service (here, the test) holds the 12th expired row: the third batch of five
+    // waits for it, the first two have committed.
+    let holder = try table.database.connect()
+    try holder.execute("BEGIN")
+    try holder.execute("SELECT 1 FROM hms2fa.remembered_browsers WHERE browser = 'expired-12' FOR UPDATE")
+    let plan = ExpiryPlan(batchSize: 5, lockTimeoutMilliseconds: 100, retryPauseSeconds: 0.05)
+    let failure = #expect(throws: ExpiryFailure.self) {
+      try RememberedExpiry.run(plan, on: try table.batch())
+    }
+    #expect(failure?.error.status == .tryLater)
+    #expect(failure?.run.deleted == 10)
+    #expect(failure?.run.batches == 2)
+    #expect(try table.expiredLeft() == 10)
+    #expect(try details(try table.events().last)["deleted"] as? Int == 10)
+    try holder.execute("ROLLBACK")
+    let next = try RememberedExpiry.run(plan, on: try table.batch())
+    #expect(next.complete)
+    #expect(next.deleted == 10)
+    #expect(try table.expiredLeft() == 0)
+    #expect(try table.names().count == 20)
+  }
+
+  @Test("a backend killed in the middle of a call: 69, no live row lost, never more counted than deleted")
+  func killedMidCall() throws {
+    let table = try Table()
+    try table.add(60, named: "expired", expiresIn: "-2 days")
+    try table.add(70, named: "live", expiresIn: "2 days")
+    let live = try table.names().filter { $0.hasPrefix("live") }
+    // The seventh batch (rows 31–35) waits for a row the test holds, so that the call is still
+    // running when the kill, sent when the third batch's notice arrives, lands.
+    let holder = try table.database.connect()
+    try holder.execute("BEGIN")
+    try holder.execute("SELECT 1 FROM hms2fa.remembered_browsers WHERE browser = 'expired-32' FOR UPDATE")
+    let job = try table.batch()
+    let pid = job.backendPID
+    let failure = #expect(throws: ExpiryFailure.self) {
+      try RememberedExpiry.run(
+        ExpiryPlan(batchSize: 5), on: job, reconnect: { try table.batch() },
+        progress: { progress in
+          if progress.phase == .deleting && progress.batches == 3 {
+            _ = try? table.admin.execute("SELECT pg_terminate_backend(\(pid), 10000)")
+          }
+        })
+    }
+    #expect(failure?.error.status == .unavailable)
+    let counted = try #require(failure?.run.deleted)
+    let gone = 60 - (try table.expiredLeft())
+    #expect(counted >= 15)
+    #expect(counted <= gone)
+    #expect(gone <= 30)
+    #expect(try table.names().filter { $0.hasPrefix("live") } == live)
+    try holder.execute("ROLLBACK")
+    #expect(try table.events().map { try details($0)["outcome"] as? String } == ["connection_lost"])
+    let next = try RememberedExpiry.run(ExpiryPlan(batchSize: 5), on: try table.batch())
+    #expect(next.complete)
+    #expect(next.deleted == Int64(60 - gone))
+    #expect(try table.names() == live)
+  }
+
   @Test("the metrics text: every gauge, and the last success carried over a failed run")
   func metricsText() throws {
     var run = ExpiryRun(outcome: .complete)
@@ -316,6 +417,7 @@ struct ExpiryTests {
     #expect(ok.contains("hms2fa_expire_remembered_duration_seconds 2.5\n"))
     #expect(ok.contains("hms2fa_expire_remembered_last_success_timestamp_seconds 1800000000\n"))
     #expect(ok.contains("# TYPE hms2fa_expire_remembered_batches gauge\n"))
+    #expect(ok.contains("# TYPE hms2fa_expire_remembered_longest_batch_seconds gauge\n"))
     var lost = ExpiryRun(outcome: .connectionLost)
     lost.deleted = 10
     let failed = ExpiryMetrics.text(
