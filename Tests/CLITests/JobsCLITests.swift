@@ -61,6 +61,9 @@ struct JobsCLITests {
     #expect(result["batches"] as? Int == 3)
     #expect(result["complete"] as? Bool == true)
     #expect(result["duration_seconds"] is Double || result["duration_seconds"] is Int)
+    // The longest batch transaction, as the server timed it: more than nothing, far under 1 s.
+    let longest = try #require((result["longest_batch_ms"] as? NSNumber)?.doubleValue)
+    #expect(longest > 0 && longest < 1_000)
     #expect(out.stderr.split(separator: "\n").filter { $0.hasPrefix("expire-remembered: deleted") }.count == 3)
     #expect(try job.count("true") == 30)
 
