@@ -269,26 +269,27 @@ public enum RememberedExpiry {
       run.longestBatchSeconds = tally.longestBatchSeconds
     }
     let expected = run.expiredAtStart
-    try withoutActuallyEscaping(progress) { progress in
-      try withoutActuallyEscaping(clock) { clock in
-        // The handler holds `progress` and `clock`, which must not outlive this call.
-        defer { db.onNotice = nil }
-        db.onNotice = { notice in
-          guard notice.sqlState == batchNotice, let detail = notice.detail else { return }
-          // "<rows> <milliseconds> <next batch's start>"
-          let parts = detail.split(separator: " ", maxSplits: 2)
-          guard parts.count >= 2, let count = Int64(parts[0]), let milliseconds = Double(parts[1]) else { return }
-          tally.deleted += count
-          tally.batches += 1
-          tally.longestBatchSeconds = max(tally.longestBatchSeconds, milliseconds / 1000)
-          tally.after = parts.count > 2 ? String(parts[2]) : nil
-          progress(
-            ExpiryProgress(
-              phase: .deleting, rows: tally.deleted, expected: expected, batches: tally.batches,
-              elapsed: clock() - start))
-        }
-        try callBatches(plan, into: &run, tally: tally, on: db, start: start, clock: clock)
+    let report = { (tally: BatchTally) in
+      progress(
+        ExpiryProgress(
+          phase: .deleting, rows: tally.deleted, expected: expected, batches: tally.batches,
+          elapsed: clock() - start))
+    }
+    try withoutActuallyEscaping(report) { report in
+      // The handler holds `report`, which must not outlive this call.
+      defer { db.onNotice = nil }
+      db.onNotice = { notice in
+        guard notice.sqlState == batchNotice, let detail = notice.detail else { return }
+        // "<rows> <milliseconds> <next batch's start>"
+        let parts = detail.split(separator: " ", maxSplits: 2)
+        guard parts.count >= 2, let count = Int64(parts[0]), let milliseconds = Double(parts[1]) else { return }
+        tally.deleted += count
+        tally.batches += 1
+        tally.longestBatchSeconds = max(tally.longestBatchSeconds, milliseconds / 1000)
+        tally.after = parts.count > 2 ? String(parts[2]) : nil
+        report(tally)
       }
+      try callBatches(plan, into: &run, tally: tally, on: db, start: start, clock: clock)
     }
   }
 

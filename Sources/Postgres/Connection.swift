@@ -30,13 +30,10 @@ public final class Connection {
         guard let context, let result else { return }
         let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
         guard let handler = sink.handler else { return }
-        func field(_ code: Character) -> String? {
-          guard let ascii = code.asciiValue, let pointer = PQresultErrorField(result, Int32(ascii)) else {
-            return nil
-          }
-          return String(cString: pointer)
-        }
-        handler(Notice(sqlState: field("C"), message: field("M") ?? "", detail: field("D")))
+        handler(
+          Notice(
+            sqlState: errorField(result, "C"), message: errorField(result, "M") ?? "",
+            detail: errorField(result, "D")))
       }, Unmanaged.passUnretained(notices).toOpaque())
   }
 
@@ -269,15 +266,9 @@ public final class Connection {
     return rows
   }
 
-  /// Turns a failed result (or a missing one) into an error, the one place that reads libpq's
-  /// error fields.
+  /// Turns a failed result (or a missing one) into an error.
   private func failure(_ result: OpaquePointer?) -> PostgresError {
-    func field(_ code: Character) -> String? {
-      guard let result, let ascii = code.asciiValue,
-        let pointer = PQresultErrorField(result, Int32(ascii))
-      else { return nil }
-      return String(cString: pointer)
-    }
+    func field(_ code: Character) -> String? { result.flatMap { errorField($0, code) } }
     let lost = PQstatus(handle) != CONNECTION_OK
     let sqlState = field("C")
     let message =
@@ -509,4 +500,11 @@ public struct Notice: Sendable {
 /// Where a connection's notice receiver finds its handler; lives as long as the connection.
 private final class NoticeSink {
   var handler: ((Notice) -> Void)?
+}
+
+/// One field of an error or notice result (`PG_DIAG_*`, by its letter: "C" the SQLSTATE, "M"
+/// the message, "D" the detail, …), the one place that reads them.
+private func errorField(_ result: OpaquePointer, _ code: Character) -> String? {
+  guard let ascii = code.asciiValue, let pointer = PQresultErrorField(result, Int32(ascii)) else { return nil }
+  return String(cString: pointer)
 }

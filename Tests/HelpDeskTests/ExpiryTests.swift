@@ -53,6 +53,15 @@ struct ExpiryTests {
     }
 
     func batch() throws -> Connection { try database.connect(as: batchLogin) }
+
+    /// A connection holding the row `browser` locked in an open transaction, as a sign-in
+    /// might; a ROLLBACK on it lets go.
+    func hold(_ browser: String) throws -> Connection {
+      let holder = try database.connect()
+      try holder.execute("BEGIN")
+      try holder.execute("SELECT 1 FROM hms2fa.remembered_browsers WHERE browser = \(browser) FOR UPDATE")
+      return holder
+    }
   }
 
   private func details(_ event: AuditEvent?) throws -> [String: Any] {
@@ -344,9 +353,7 @@ struct ExpiryTests {
     try table.add(20, named: "live", expiresIn: "2 days")
     // The sign-in service (here, the test) holds the 12th expired row: the third batch of five
     // waits for it, the first two have committed.
-    let holder = try table.database.connect()
-    try holder.execute("BEGIN")
-    try holder.execute("SELECT 1 FROM hms2fa.remembered_browsers WHERE browser = 'expired-12' FOR UPDATE")
+    let holder = try table.hold("expired-12")
     let plan = ExpiryPlan(batchSize: 5, lockTimeoutMilliseconds: 100, retryPauseSeconds: 0.05)
     let failure = #expect(throws: ExpiryFailure.self) {
       try RememberedExpiry.run(plan, on: try table.batch())
@@ -372,9 +379,7 @@ struct ExpiryTests {
     let live = try table.names().filter { $0.hasPrefix("live") }
     // The seventh batch (rows 31–35) waits for a row the test holds, so that the call is still
     // running when the kill, sent when the third batch's notice arrives, lands.
-    let holder = try table.database.connect()
-    try holder.execute("BEGIN")
-    try holder.execute("SELECT 1 FROM hms2fa.remembered_browsers WHERE browser = 'expired-32' FOR UPDATE")
+    let holder = try table.hold("expired-32")
     let job = try table.batch()
     let pid = job.backendPID
     let failure = #expect(throws: ExpiryFailure.self) {
