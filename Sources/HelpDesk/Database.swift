@@ -33,11 +33,12 @@ public struct DatabaseTarget: Sendable {
       } catch {
         throw DeskError(.usage, "--database: \(error.message)")
       }
-      if keywords.contains("password") {
+      if keywords.contains("password") || keywords.contains("sslpassword") {
         throw DeskError(
           .usage,
           "--database must not contain a password (it shows in the process list); "
-            + "put it in ~/.pgpass or PGPASSWORD")
+            + "put it in ~/.pgpass or PGPASSWORD, a client key's passphrase in a service file "
+            + "(~/.pg_service.conf) readable only by you")
       }
       return DatabaseTarget(conninfo: commandLine)
     }

@@ -74,10 +74,24 @@ public final class Connection {
     }
     keywords.append("fallback_application_name")
     values.append(applicationName)
+    // Over TCP, a server that vanishes without a reset (a cut link, a crashed host) is noticed
+    // within about a minute instead of the kernel's fifteen; the conninfo may say otherwise.
+    for (keyword, value) in [
+      ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
+      ("tcp_user_timeout", "60000"),
+    ] {
+      keywords.append(keyword)
+      values.append(value)
+    }
     if let conninfo {
       keywords.append("dbname")
       values.append(conninfo)
     }
+    // Every string this layer sends or decodes is UTF-8, whatever PGCLIENTENCODING, a service
+    // file or the conninfo asks for: any other session encoding would garble names on the way
+    // in and out.
+    keywords.append("client_encoding")
+    values.append("UTF8")
     for (keyword, value) in overrides {
       keywords.append(keyword)
       values.append(value)
@@ -103,6 +117,7 @@ public final class Connection {
   ///
   /// - Throws: `.configuration` with libpq's explanation.
   public static func validate(conninfo: String) throws(PostgresError) {
+    if isBareDatabaseName(conninfo) { return }
     var errorMessage: UnsafeMutablePointer<CChar>?
     guard let options = PQconninfoParse(conninfo, &errorMessage) else {
       let reason = errorMessage.map { oneLine(String(cString: $0)) } ?? "out of memory"
@@ -116,6 +131,7 @@ public final class Connection {
   ///
   /// - Throws: `.configuration` when it doesn't parse.
   public static func keywordsSet(in conninfo: String) throws(PostgresError) -> Set<String> {
+    if isBareDatabaseName(conninfo) { return ["dbname"] }
     var errorMessage: UnsafeMutablePointer<CChar>?
     guard let options = PQconninfoParse(conninfo, &errorMessage) else {
       let reason = errorMessage.map { oneLine(String(cString: $0)) } ?? "out of memory"
@@ -130,6 +146,13 @@ public final class Connection {
       option += 1
     }
     return result
+  }
+
+  /// A plain database name (`hms2fa`): libpq takes it as the `dbname` when connecting, though
+  /// its conninfo parser refuses it. Anything with `=` or a URI prefix is a conninfo.
+  static func isBareDatabaseName(_ conninfo: String) -> Bool {
+    !conninfo.isEmpty && !conninfo.contains("=") && !conninfo.hasPrefix("postgresql://")
+      && !conninfo.hasPrefix("postgres://")
   }
 
   /// Where this connection went: `socket /tmp/x port 5432` or `host db1 port 5432`.
