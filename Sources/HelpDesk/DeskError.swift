@@ -8,6 +8,9 @@ public enum ExitStatus: Int32, Sendable, Codable {
   case noSuchAccount = 67
   case unavailable = 69
   case software = 70
+  /// The result could not be written to stdout (a full disk, a closed pipe). Whatever the
+  /// command changed stands: look it up before trying again.
+  case ioError = 74
   case tryLater = 75
   case noPermission = 77
   case configuration = 78

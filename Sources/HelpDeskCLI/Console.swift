@@ -18,24 +18,32 @@ struct Console {
   static var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
   static var stdinIsTerminal: Bool { isatty(STDIN_FILENO) == 1 }
 
-  /// Prints the result: `document` with --json, else `text()`.
+  /// Whether stdout already carries the one JSON document of this process.
+  nonisolated(unsafe) private static var documentPrinted = false
+
+  /// Prints the result: `document` with --json, else `text()`, its lines made safe for a
+  /// terminal (values from the database or a child process may hold escape sequences).
   func emit(_ document: JSONValue, text: () -> String) {
     if json {
       print(document.text)
+      Console.documentPrinted = true
     } else {
       let body = text()
-      if !body.isEmpty { print(body) }
+      if !body.isEmpty { print(Console.visibleLines(body)) }
     }
   }
 
   /// A progress or information line for a person: stderr, never mixed into JSON.
   func note(_ line: String) {
-    writeStderr(line + "\n")
+    writeStderr(Console.visibleLines(line) + "\n")
   }
 
+  /// The failure on stderr; with --json also as the document on stdout, unless the command had
+  /// already printed its result (`audit verify` finding tampering): one document, never two.
   func fail(_ error: DeskError) {
     writeStderr("hms2fa-admin: \(Console.oneLine(error.message))\n")
-    if json {
+    if json && !Console.documentPrinted {
+      Console.documentPrinted = true
       print(
         JSONValue.object([
           (
@@ -86,24 +94,50 @@ func table(_ header: [String], _ rows: [[String]], indent: String = "") -> Strin
 /// Shows a value for a person: control and invisible characters made visible.
 func shown(_ text: String?) -> String {
   guard let text else { return "-" }
+  return visible(text, keepingLineBreaks: false)
+}
+
+/// `text` with every character a terminal would act on, or a reader could not see, written as
+/// `\u{…}`: C0 and C1 controls (ESC, CSI), DEL, line and paragraph separators, zero-width and
+/// direction marks, the byte order mark. Line feeds (and tabs) stay when `keepingLineBreaks`.
+func visible(_ text: String, keepingLineBreaks: Bool) -> String {
+  func hidden(_ value: UInt32) -> Bool {
+    if keepingLineBreaks && (value == 0x0A || value == 0x09) { return false }
+    return value < 0x20 || (0x7F...0x9F).contains(value) || (0x200B...0x200F).contains(value)
+      || (0x2028...0x202E).contains(value) || (0x2066...0x2069).contains(value) || value == 0xFEFF
+  }
+  guard text.unicodeScalars.contains(where: { hidden($0.value) }) else { return text }
   var out = ""
   for scalar in text.unicodeScalars {
-    let invisible =
-      scalar.value < 0x20 || scalar.value == 0x7F || (0x200B...0x200F).contains(scalar.value)
-      || (0x202A...0x202E).contains(scalar.value) || (0x2066...0x2069).contains(scalar.value)
-    out += invisible ? "\\u{\(String(scalar.value, radix: 16))}" : String(scalar)
+    out += hidden(scalar.value) ? "\\u{\(String(scalar.value, radix: 16))}" : String(scalar)
   }
   return out
 }
 
 extension Console {
-  /// One line from stdin; on a terminal, after a prompt on stderr and without echo.
+  /// One line from stdin; on a terminal, after a prompt on stderr and without echo. Ctrl-C (or
+  /// a hang-up, a kill) while it waits puts echo back before the process ends.
   static func readSecretLine(prompt: String) -> String? {
     let terminal = isatty(STDIN_FILENO) == 1
     var saved = termios()
+    var previous: [(Int32, sigaction)] = []
     if terminal {
       Console(json: false).writeStderrPublic(prompt)
       tcgetattr(STDIN_FILENO, &saved)
+      savedTerminal = saved
+      for signalNumber in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
+        var action = sigaction()
+        #if canImport(Glibc)
+          action.__sigaction_handler.sa_handler = restoreTerminalAndDie
+        #else
+          action.__sigaction_u.__sa_handler = restoreTerminalAndDie
+        #endif
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = Int32(SA_RESETHAND)
+        var old = sigaction()
+        sigaction(signalNumber, &action, &old)
+        previous.append((signalNumber, old))
+      }
       var quiet = saved
       quiet.c_lflag &= ~tcflag_t(ECHO)
       tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet)
@@ -111,6 +145,10 @@ extension Console {
     defer {
       if terminal {
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved)
+        for (signalNumber, old) in previous {
+          var old = old
+          sigaction(signalNumber, &old, nil)
+        }
         Console(json: false).writeStderrPublic("\n")
       }
     }
@@ -125,6 +163,18 @@ extension Console {
   }
 }
 
+/// The terminal's settings before the secret prompt turned echo off, for the signal handler.
+nonisolated(unsafe) private var savedTerminal = termios()
+
+/// Restores the terminal (tcsetattr is async-signal-safe), then lets the signal do what it
+/// would have done: the handler was installed with SA_RESETHAND, so raising it again ends the
+/// process as the signal's default action does.
+private func restoreTerminalAndDie(_ signalNumber: Int32) {
+  tcsetattr(STDIN_FILENO, TCSANOW, &savedTerminal)
+  _ = write(STDERR_FILENO, "\n", 1)
+  raise(signalNumber)
+}
+
 extension Console {
   /// One line from stdin after a prompt on stderr (with echo); nil at end of input.
   static func readLine(prompt: String) -> String? {
@@ -134,6 +184,11 @@ extension Console {
 }
 
 extension Console {
+  /// Text of several lines for a terminal: each line as `shown` would write it.
+  static func visibleLines(_ text: String) -> String {
+    visible(text, keepingLineBreaks: true)
+  }
+
   /// A message as one readable line of bounded length, whatever input it quotes: control and
   /// invisible characters made visible, at most `limit` characters.
   static func oneLine(_ message: String, limit: Int = 400) -> String {
