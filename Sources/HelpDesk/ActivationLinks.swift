@@ -102,7 +102,8 @@ public enum ActivationLinks {
       }
       throw DeskError(
         .unavailable,
-        "the activation email to \(link.sentTo) could not be delivered (\(error.reason)); \(revoked); "
+        "the activation email to \(link.sentTo) could not be delivered (\(error.redacting(token.text).reason)); "
+          + "\(revoked); "
           + "check the mail transport (HMS2FA_MAILER) and send again")
     }
     return link

@@ -166,7 +166,7 @@ public enum PhoneVerification {
       throw DeskError(
         .unavailable,
         "the \(channel == .sms ? "text message" : "voice call") to \(sent.phone) could not be handed to the "
-          + "gateway (\(error.reason)); \(ended); check HMS2FA_SMS and try again")
+          + "gateway (\(error.redacting(code.digits).reason)); \(ended); check HMS2FA_SMS and try again")
     }
     return sent
   }

@@ -14,6 +14,13 @@ public struct DeliveryFailure: Error, CustomStringConvertible, Sendable {
   public var reason: String
   public init(_ reason: String) { self.reason = reason }
   public var description: String { reason }
+
+  /// The same failure with every occurrence of `secret` (a code, a link's token) blanked out:
+  /// the reason may quote what a failing program printed, and a program may echo its input.
+  public func redacting(_ secret: String) -> DeliveryFailure {
+    guard !secret.isEmpty else { return self }
+    return DeliveryFailure(reason.replacing(secret, with: "[redacted]"))
+  }
 }
 
 /// Runs a delivery program (sendmail, an SMS gateway client) with the message on its stdin, and
@@ -59,17 +66,20 @@ enum DeliveryProgram {
     var defaults = sigset_t()
     sigemptyset(&defaults)
     sigaddset(&defaults, SIGPIPE)
+    sigaddset(&defaults, SIGXFSZ)
     posix_spawnattr_setsigdefault(&attributes, &defaults)
 
     var pid: pid_t = 0
     let cArgs = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }
-    var spawned = posix_spawn(&pid, program, &actions, &attributes, cArgs, environ)
+    let cEnvironment = childEnvironment().map { strdup($0) } + [nil]
+    defer { cEnvironment.forEach { free($0) } }
+    var spawned = posix_spawn(&pid, program, &actions, &attributes, cArgs, cEnvironment)
     // ETXTBSY: the program file is still open for writing somewhere (being installed, or a
     // descriptor inherited across another thread's fork); it clears within moments.
     for _ in 0..<50 where spawned == ETXTBSY {
       usleep(20_000)
-      spawned = posix_spawn(&pid, program, &actions, &attributes, cArgs, environ)
+      spawned = posix_spawn(&pid, program, &actions, &attributes, cArgs, cEnvironment)
     }
     close(stdinPipe[0])
     close(stderrPipe[1])
@@ -141,6 +151,20 @@ enum DeliveryProgram {
         .split(whereSeparator: \.isNewline).first.map { ": " + String($0.prefix(200)) } ?? ""
       throw DeliveryFailure("\(program) exited with status \(exitCode)\(firstLine)")
     }
+  }
+
+  /// This process's environment without what opens the registry: libpq's variables (PGPASSWORD,
+  /// PGSERVICE, …) and HMS2FA_DATABASE_URL. A mail or SMS program has no business with them.
+  static func childEnvironment() -> [String] {
+    var result: [String] = []
+    var entry = environ
+    while let pointer = entry.pointee {
+      let text = String(cString: pointer)
+      let name = text.prefix { $0 != "=" }
+      if !name.hasPrefix("PG") && name != "HMS2FA_DATABASE_URL" { result.append(text) }
+      entry += 1
+    }
+    return result
   }
 
   static func monotonicSeconds() -> Double {
