@@ -431,14 +431,18 @@ public enum ExpiryMetrics {
   ) throws(DeskError) {
     let previous = (try? Data(contentsOf: URL(fileURLWithPath: path))).map { String(decoding: $0, as: UTF8.self) }
     let text = text(for: run, exitStatus: exitStatus, finishedAt: finishedAt, previous: previous)
-    let temporary = "\(path).\(getpid()).tmp"
     func failure(_ doing: String) -> DeskError {
       let reason = String(cString: strerror(errno))
       return DeskError(.configuration, "cannot \(doing) the metrics file \(quoted(path, limit: 200)): \(reason)")
     }
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    // A new file of an unguessable name (mkstemp: O_EXCL, never through a symlink planted in a
+    // shared folder), readable by the collector once complete.
+    var template = Array("\(path).XXXXXX".utf8CString)
+    let fd = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.map { mkstemp($0) } ?? -1 }
     guard fd >= 0 else { throw failure("write") }
-    let ok = writeAll(fd, Array(text.utf8)) && fsync(fd) == 0
+    let temporary = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    let ok = fchmod(fd, 0o644) == 0 && writeAll(fd, Array(text.utf8)) && fsync(fd) == 0
     let error = ok ? nil : failure("write")
     close(fd)
     if let error {
