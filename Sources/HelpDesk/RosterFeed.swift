@@ -21,8 +21,9 @@ public struct RosterEntry: Sendable, Equatable {
 ///
 /// CSV.swift parses the fields. It is fed the file in blocks of whole records, as strings: its
 /// file-stream input goes through Foundation byte by byte, at less than half the speed. A
-/// block ends at a line feed outside quotes (RFC 4180 quotes toggle, `""` twice), which is all
-/// that is read here by hand.
+/// block ends at a line feed outside quotes; finding it follows RFC 4180's quoting, and refuses
+/// quotes RFC 4180 doesn't allow (CSV.swift would take them as text, and the two readings of the
+/// file would differ). That is all that is read here by hand.
 public final class RosterFeed {
   /// The columns the header must name, each once.
   public static let columns = ["account_id", "display_name", "email", "status", "high_risk"]
@@ -172,6 +173,13 @@ public final class RosterFeed {
 
 /// A file cut into blocks of whole CSV records, each checked to be UTF-8 and returned as a
 /// string.
+///
+/// Finding where a record ends means following RFC 4180's quotes, so the scan also refuses
+/// what RFC 4180 doesn't allow and parsers disagree on: a quote inside an unquoted field
+/// (`Pat O"Brien`), text after a closing quote (`"Pat" O`), and a record that runs on for more
+/// than `maxRecordBytes` (an unclosed quote, or a file whose lines end in CR alone), which would
+/// otherwise swallow the rest of the file. The scan carries its state from one read to the next,
+/// so every byte is looked at once.
 private final class RecordBlocks {
   private let handle: FileHandle
   private let path: String
@@ -180,6 +188,25 @@ private final class RecordBlocks {
   private var pending: [UInt8] = []
   private var atEnd = false
   private var atStart = true
+  /// The longest record accepted: far beyond any real row of five short fields.
+  private let maxRecordBytes = 1 << 20
+
+  /// Where in a record the scan is.
+  private enum State {
+    case fieldStart, unquoted, quoted
+    /// A quote inside a quoted field: the second of `""`, or the field's end.
+    case quoteInQuoted
+    /// After a quoted field's closing quote (and perhaps a CR): a comma or the line's end.
+    case afterQuoted
+  }
+  private var state = State.fieldStart
+  /// How far `pending` has been scanned, and the last record end (line feed) found in it.
+  private var scanned = 0
+  private var lastEnd: Int?
+  /// The field being scanned, from 1, for messages.
+  private var column = 1
+  /// Where in `pending` the record being scanned starts.
+  private var recordStart = 0
 
   init(handle: FileHandle, path: String, blockSize: Int) {
     self.handle = handle
@@ -190,9 +217,18 @@ private final class RecordBlocks {
   /// The next block, or nil at the end of the file; `line` is the line it starts on.
   func next(line: Int) throws(DeskError) -> String? {
     while true {
-      if let end = lastRecordEnd() ?? (atEnd && !pending.isEmpty ? pending.count - 1 : nil) {
+      try scan(line: line)
+      if let end = lastEnd ?? (atEnd && !pending.isEmpty ? pending.count - 1 : nil) {
+        if lastEnd == nil, state == .quoted {
+          throw .badData(
+            "line \(line), column \(column): a quoted field is not closed "
+              + "before the end of the file")
+        }
         let block = Array(pending[...end])
         pending.removeFirst(end + 1)
+        scanned -= end + 1
+        recordStart -= end + 1
+        lastEnd = nil
         guard let text = String(validating: block, as: UTF8.self) else {
           throw notUTF8(block, line: line)
         }
@@ -212,25 +248,75 @@ private final class RecordBlocks {
       pending.append(contentsOf: data)
       if atStart, pending.count >= 3 {
         atStart = false
-        if pending.starts(with: [0xEF, 0xBB, 0xBF]) { pending.removeFirst(3) }
+        if pending.starts(with: [0xEF, 0xBB, 0xBF]) {
+          pending.removeFirst(3)
+          scanned = 0
+          recordStart = 0
+        }
       }
     }
   }
 
-  /// The index of the last line feed outside quotes in `pending`.
-  private func lastRecordEnd() -> Int? {
+  /// Scans the bytes of `pending` not yet scanned, noting the last record end.
+  ///
+  /// - Throws: a data error, with line and column, for a misplaced quote.
+  private func scan(line: Int) throws(DeskError) {
+    var stray: (index: Int, message: String)?
+    var tooLong = false
     pending.withUnsafeBufferPointer { bytes in
-      var quoted = false
-      var end: Int?
-      for index in 0..<bytes.count {
-        switch bytes[index] {
-        case 0x22: quoted.toggle()
-        case 0x0A where !quoted: end = index
-        default: break
+      var index = scanned
+      while index < bytes.count {
+        let byte = bytes[index]
+        switch (state, byte) {
+        case (.quoted, 0x22): state = .quoteInQuoted
+        case (.quoted, _): break
+        case (.quoteInQuoted, 0x22): state = .quoted
+        case (.fieldStart, 0x22): state = .quoted
+        case (_, 0x0A):
+          if index - recordStart > maxRecordBytes {
+            tooLong = true
+          } else {
+            state = .fieldStart
+            column = 1
+            lastEnd = index
+            recordStart = index + 1
+          }
+        case (_, 0x2C):
+          state = .fieldStart
+          column += 1
+        case (.quoteInQuoted, 0x0D), (.afterQuoted, 0x0D): state = .afterQuoted
+        case (.unquoted, 0x22):
+          stray = (
+            index,
+            "a quote inside a field that does not start with one; quote the whole field and double "
+              + "the quote, e.g. \"Pat O\"\"Brien\""
+          )
+        case (.quoteInQuoted, _), (.afterQuoted, _):
+          stray = (
+            index, "text after a quoted field's closing quote; a quote inside a quoted field is written twice (\"\")"
+          )
+        case (.fieldStart, _): state = .unquoted
+        case (.unquoted, _): break
         }
+        if stray != nil || tooLong { break }
+        index += 1
       }
-      return end
+      scanned = index
+      if index - recordStart > maxRecordBytes { tooLong = true }
     }
+    if tooLong {
+      throw .badData(
+        "line \(line + lineFeeds(before: recordStart)): a record runs on for more than \(maxRecordBytes >> 20) MiB; "
+          + "a quote is probably not closed, or the lines end in CR alone; export the feed as RFC 4180 CSV")
+    }
+    if let stray {
+      throw .badData("line \(line + lineFeeds(before: stray.index)), column \(column): \(stray.message)")
+    }
+  }
+
+  /// Line feeds in `pending` before `index`.
+  private func lineFeeds(before index: Int) -> Int {
+    pending[..<min(index, pending.count)].reduce(0) { $1 == 0x0A ? $0 + 1 : $0 }
   }
 
   /// Where the first byte that isn't UTF-8 is: its line, and its field in that line.

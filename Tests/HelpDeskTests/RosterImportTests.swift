@@ -189,7 +189,29 @@ struct RosterImportTests {
     (["a1,Ann,a1@hms.harvard.edu,active,"], "line 2, column 5 (high_risk): empty"),
     (
       ["a1,\"Ann, unterminated,a1@hms.harvard.edu,active,true", "b2,Bob,b2@hms.harvard.edu,active,true"],
-      "line 2, column 3: missing"
+      "line 2, column 2: a quoted field is not closed before the end of the file"
+    ),
+    // Quotes RFC 4180 doesn't allow, which CSV.swift would have read as text.
+    (
+      ["b2,Bob,b2@hms.harvard.edu,active,true", "a1,Pat O\"Brien,a1@hms.harvard.edu,active,true"],
+      "line 3, column 2: a quote inside a field that does not start with one"
+    ),
+    (
+      ["a1,\"Pat\" O,a1@hms.harvard.edu,active,true"],
+      "line 2, column 2: text after a quoted field's closing quote"
+    ),
+    (
+      ["a1,\"Two\nlines\",a1@hms.harvard.edu,active,true", "b2,Bob,b2@hms.harvard.edu,\"active\"x,true"],
+      "line 4, column 4: text after a quoted field's closing quote"
+    ),
+    // A record that never ends (CR-only line ends, or an unclosed quote in a big file) is
+    // refused once it passes 1 MiB instead of being read to the end of the file.
+    (
+      [
+        "a1,Ann,a1@hms.harvard.edu,active,true\r"
+          + String(repeating: "b2,Bob,b2@hms.harvard.edu,active,true\r", count: 40_000)
+      ],
+      "line 2: a record runs on for more than 1 MiB"
     ),
     (
       [
