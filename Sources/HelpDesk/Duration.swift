@@ -70,8 +70,11 @@ public struct PointInTime: Sendable {
       Date.ISO8601FormatStyle(includingFractionalSeconds: true),
       Date.ISO8601FormatStyle().year().month().day(),
     ]
+    // Years 1 to 9999: what PostgreSQL and the ISO 8601 text the tool prints both represent.
+    let earliest = Date(timeIntervalSince1970: -62_135_596_800)  // 0001-01-01T00:00:00Z
+    let latest = Date(timeIntervalSince1970: 253_402_300_800)  // 10000-01-01T00:00:00Z
     for style in styles {
-      if let parsed = try? style.parse(trimmed) {
+      if let parsed = try? style.parse(trimmed), parsed >= earliest, parsed < latest {
         date = parsed
         return
       }

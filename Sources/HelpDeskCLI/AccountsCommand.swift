@@ -70,7 +70,9 @@ struct AccountsCommand: ParsableCommand {
       guard (0...1).contains(maxDisableFraction) else {
         throw ValidationError("--max-disable-fraction must be between 0 and 1, e.g. 0.05")
       }
-      guard diffLimit >= 0 else { throw ValidationError("--diff-limit must be 0 or more") }
+      guard (0...Int(Int32.max)).contains(diffLimit) else {
+        throw ValidationError("--diff-limit must be between 0 and \(Int32.max)")
+      }
       if let ticket {
         do {
           _ = try Ticket(parsing: ticket)
