@@ -133,7 +133,7 @@ extension Console {
           action.__sigaction_u.__sa_handler = restoreTerminalAndDie
         #endif
         sigemptyset(&action.sa_mask)
-        action.sa_flags = Int32(SA_RESETHAND)
+        action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND)
         var old = sigaction()
         sigaction(signalNumber, &action, &old)
         previous.append((signalNumber, old))
