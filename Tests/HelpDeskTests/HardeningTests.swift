@@ -8,6 +8,45 @@ import Testing
 /// roles involved, with raw SQL where psql is the way in.
 @Suite("hardening (0015)")
 struct HardeningTests {
+  /// Waiting codes whose code the test knows.
+  enum Codes {
+    static let code = "123456"
+    static let salt: [UInt8] = Array(repeating: 0xAB, count: 16)
+
+    /// A waiting ownership code for `account` on `phone` whose code is `code`; returns its id.
+    static func add(
+      _ account: String, phone: String, expiresIn: String = "10 minutes", on admin: Connection
+    ) throws -> Int64 {
+      let row = try admin.queryFirst(
+        """
+        INSERT INTO hms2fa.phone_verifications
+               (purpose, account_id, phone, channel, code_hash, salt, ticket, expires_at)
+        VALUES ('ownership', \(account), \(phone), 'sms', sha256(\(salt) || convert_to(\(code), 'UTF8')), \(salt),
+                'T0', now() + \(expiresIn)::interval)
+        RETURNING verification_id
+        """)
+      return try #require(try row?.decode("verification_id", as: Int64.self))
+    }
+
+    /// A raw call of the desk's confirm of `id` with what the tool would send for `code`, or for
+    /// a wrong guess; its outcome.
+    static func confirm(_ id: Int64, wrongGuess: Int? = nil) -> Query {
+      let candidate = Secrets.sha256(salt + Array((wrongGuess.map { "guess \($0)" } ?? code).utf8))
+      return "SELECT outcome FROM hms2fa_api.confirm_verification(\(id), \(candidate), 'T1')"
+    }
+  }
+
+  /// Waits until a backend of `login` waits for a lock (a row another session holds).
+  private func waitForLockWait(of login: String, on admin: Connection) throws -> Bool {
+    for _ in 0..<400 {
+      let row = try admin.queryFirst(
+        "SELECT count(*) > 0 AS waiting FROM pg_stat_activity WHERE usename = \(login) AND wait_event_type = 'Lock'")
+      if try row?.decode("waiting", as: Bool.self) == true { return true }
+      usleep(25_000)
+    }
+    return false
+  }
+
   // 1. The sign-in service's column grants ---------------------------------------------------
 
   @Test("a revoked browser stays revoked, whoever tries; revoking again keeps the first time")
@@ -140,5 +179,93 @@ struct HardeningTests {
     #expect(try signin.execute("UPDATE hms2fa.devices SET last_used_at = clock_timestamp() + interval '1 minute'") == 1)
     let moved = try admin.queryFirst("SELECT last_used_at > now() AS ahead FROM hms2fa.devices")
     #expect(try moved?.decode("ahead", as: Bool.self) == true)
+  }
+
+  // 2. Audit events last ---------------------------------------------------------------------
+
+  @Test("approving a reset while a device row is held: the holder can still write an event, no deadlock")
+  func approveWritesEventsLast() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("jd123", highRisk: true, on: admin)
+    try Fixtures.device("jd123", isDefault: true, on: admin)
+    let requester = try database.connect(as: try database.createLogin(.tier2))
+    let approverLogin = try database.createLogin(.tier2)
+    let ticket = try Ticket(parsing: "INC1")
+    let request = try EnrollmentReset.reset(
+      try AccountID(parsing: "jd123"), ticket: ticket, verifiedVia: .inPerson, reason: nil, dryRun: false,
+      on: requester)
+    let id = try #require(request.requestID)
+
+    // As a reset or a release of one of the account's devices would: the device row, then an event.
+    let holder = try database.connect()
+    try holder.execute("BEGIN")
+    try holder.execute("SELECT 1 FROM hms2fa.devices WHERE account_id = 'jd123' FOR UPDATE")
+    let result = Locked<Result<String, Error>?>(nil)
+    let group = DispatchGroup()
+    group.enter()
+    Thread.detachNewThread {
+      defer { group.leave() }
+      let outcome = Result {
+        try EnrollmentReset.approve(
+          id, ticket: try Ticket(parsing: "INC2"), on: try database.connect(as: approverLogin)
+        )
+        .status
+      }
+      result.update { $0 = outcome }
+    }
+    #expect(try waitForLockWait(of: approverLogin, on: admin))
+    // The approval waits for the device without holding the chain's head.
+    try holder.execute("SET lock_timeout = '5s'")
+    try holder.execute("SELECT hms2fa.audit('test.held_device', 'jd123', 'T1', NULL, '{}')")
+    try holder.execute("COMMIT")
+    group.wait()
+    #expect(try result.value?.get() == "reset")
+    #expect(
+      try Fixtures.auditActions(on: admin) == [
+        "enrollment.reset_requested", "test.held_device", "enrollment.reset_approved", "enrollment.reset",
+      ])
+    let verified = try AuditLog.verify(on: try database.connect(as: try database.createLogin(.auditor)))
+    #expect(verified.ok)
+  }
+
+  @Test("a release while the old holder's device row is held: no deadlock, the events after the devices")
+  func releaseWritesEventsLast() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("cd222", on: admin)
+    try Fixtures.account("tl321", on: admin)
+    let oldDevice = try Fixtures.device("tl321", phone: "+16175550188", isDefault: true, on: admin)
+    _ = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    let agentLogin = try database.createLogin(.tier2)
+
+    let holder = try database.connect()
+    try holder.execute("BEGIN")
+    try holder.execute("SELECT 1 FROM hms2fa.devices WHERE device_id = \(oldDevice) FOR UPDATE")
+    let result = Locked<Result<[String], Error>?>(nil)
+    let group = DispatchGroup()
+    group.enter()
+    Thread.detachNewThread {
+      defer { group.leave() }
+      let outcome = Result {
+        try PhoneVerification.confirm(
+          try AccountID(parsing: "cd222"), purpose: .ownership,
+          phone: try PhoneNumber(parsing: "+16175550188", defaultRegion: "US"), code: Codes.code,
+          ticket: try Ticket(parsing: "INC1"), release: true, on: try database.connect(as: agentLogin)
+        ).released.map(\.accountId)
+      }
+      result.update { $0 = outcome }
+    }
+    #expect(try waitForLockWait(of: agentLogin, on: admin))
+    try holder.execute("SET lock_timeout = '5s'")
+    try holder.execute("SELECT hms2fa.audit('test.held_device', 'tl321', 'T1', NULL, '{}')")
+    try holder.execute("COMMIT")
+    group.wait()
+    #expect(try result.value?.get() == ["tl321"])
+    #expect(try Fixtures.auditActions(on: admin) == ["test.held_device", "phone.verified", "phone.released"])
+    let released = try admin.queryFirst(
+      "SELECT account_id, details->'device_ids' AS ids FROM hms2fa.audit_events WHERE action = 'phone.released'")
+    #expect(try released?.decode("account_id", as: String.self) == "tl321")
+    #expect(try released?.decode("ids", as: String.self) == "[\(oldDevice)]")
   }
 }
