@@ -1,4 +1,4 @@
--- Hardening: two ways around the schema's rules, closed.
+-- Hardening: three ways around the schema's rules, closed.
 --
 -- 1. The sign-in service's column grants (0002: UPDATE (revoked_at) of remembered_browsers,
 --    UPDATE (last_used_at) of devices) let it set revoked_at back to NULL, remembering again a
@@ -18,6 +18,20 @@
 --    write their events after every other write, in the same order as before. The reset's
 --    writes and its event are split (reset_changes, record_reset) so that approve_reset can put
 --    its own event between them; do_reset is the two in a row, as before.
+--
+-- 3. Code guessing. A wrong try was counted in a row of the caller's transaction, so a tier-1
+--    login with psql could guess in a DO block, rolling each wrong guess back in a
+--    subtransaction, and never reach the fifth try: thousands of guesses a second, the six
+--    digits in minutes. Now every try waits a second before its code is compared, holding the
+--    verification's row lock: a rollback can't give the second back, and a cancel (a
+--    statement_timeout, pg_cancel_backend) before the second is up learns nothing, which it
+--    would if the wait came after a wrong answer was known. Tries at one code are serialised by
+--    the lock, from any number of sessions: at most one a second, so at most 600 in a code's
+--    10 minutes, 0.06 % of the million codes (three codes an hour per number: 0.18 % an hour).
+--    The desk's confirm takes a second longer. Expiry is checked against clock_timestamp(), not
+--    now(), which stays at the start of a transaction however long it runs: a code that expires
+--    in the middle of one is refused, and an identity proof counts for 15 minutes of the clock
+--    (identity_proof), not of a transaction that began earlier.
 
 SET LOCAL ROLE hms2fa_owner;
 
@@ -69,9 +83,10 @@ CREATE TRIGGER devices_last_use_forward BEFORE UPDATE ON hms2fa.devices
   FOR EACH ROW WHEN (OLD.last_used_at IS DISTINCT FROM NEW.last_used_at)
   EXECUTE FUNCTION hms2fa.device_last_use_forward();
 
--- 2. confirm_verification: the release's events after its device writes ----------------
+-- 2 and 3. confirm_verification: a second per try before the comparison, clock_timestamp()
+-- for expiry, the events last -------------------------------------------------------------
 
--- 0005's, with the release's device writes before its events.
+-- 0005's, with the wait, the clock, and the release's device writes before its events.
 CREATE OR REPLACE FUNCTION hms2fa.confirm_verification(
   p_verification_id bigint, p_candidate bytea, p_ticket text, p_release boolean
 ) RETURNS TABLE (outcome text, tries_left integer, account_id text, phone text, purpose text,
@@ -100,8 +115,13 @@ BEGIN
     RAISE EXCEPTION 'only a phone ownership check can release a number' USING ERRCODE = 'H2U06';
   END IF;
 
-  IF v.expires_at <= now() THEN
-    UPDATE hms2fa.phone_verifications x SET state = 'expired', ended_at = now()
+  -- Every try costs a second under the row lock, before anything is known of its outcome: tries
+  -- at this code, from every session, come at most one a second, whether they are committed,
+  -- rolled back or cancelled.
+  PERFORM pg_sleep(1);
+
+  IF v.expires_at <= clock_timestamp() THEN
+    UPDATE hms2fa.phone_verifications x SET state = 'expired', ended_at = clock_timestamp()
      WHERE x.verification_id = v.verification_id;
     PERFORM hms2fa.audit('phone.verification_failed', v.account_id, p_ticket, 'code expired',
       jsonb_build_object('verification_id', v.verification_id, 'purpose', v.purpose, 'phone', v.phone,
@@ -122,7 +142,7 @@ BEGIN
     UPDATE hms2fa.phone_verifications x
        SET attempts = x.attempts + 1,
            state = CASE WHEN x.attempts + 1 >= 5 THEN 'failed' ELSE 'pending' END,
-           ended_at = CASE WHEN x.attempts + 1 >= 5 THEN now() END
+           ended_at = CASE WHEN x.attempts + 1 >= 5 THEN clock_timestamp() END
      WHERE x.verification_id = v.verification_id;
     PERFORM hms2fa.audit('phone.verification_failed', v.account_id, p_ticket, 'wrong code',
       jsonb_build_object('verification_id', v.verification_id, 'purpose', v.purpose, 'phone', v.phone,
@@ -133,7 +153,7 @@ BEGIN
   END IF;
 
   UPDATE hms2fa.phone_verifications x
-     SET state = 'verified', ended_at = now(), verified_by = session_user
+     SET state = 'verified', ended_at = clock_timestamp(), verified_by = session_user
    WHERE x.verification_id = v.verification_id;
 
   SELECT coalesce(jsonb_agg(jsonb_build_object('account_id', d.account_id, 'device_id', d.device_id)
@@ -170,6 +190,18 @@ BEGIN
   RETURN QUERY SELECT 'verified', 5 - v.attempts, v.account_id, v.phone, v.purpose, v_holders, v_released;
 END
 $$;
+
+-- 0005's, on the clock rather than the transaction's start.
+CREATE OR REPLACE FUNCTION hms2fa.identity_proof(p_account_id text, p_within interval)
+RETURNS hms2fa.phone_verifications
+  LANGUAGE sql VOLATILE
+  SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT * FROM hms2fa.phone_verifications v
+   WHERE v.account_id = p_account_id AND v.purpose = 'identity' AND v.state = 'verified'
+     AND v.ended_at > clock_timestamp() - p_within
+   ORDER BY v.ended_at DESC LIMIT 1;
+END;
 
 -- 2. The reset: its writes, then its event -------------------------------------------------
 

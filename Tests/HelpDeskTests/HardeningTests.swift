@@ -268,4 +268,112 @@ struct HardeningTests {
     #expect(try released?.decode("account_id", as: String.self) == "tl321")
     #expect(try released?.decode("ids", as: String.self) == "[\(oldDevice)]")
   }
+
+  // 3. Code guessing -------------------------------------------------------------------------
+
+  @Test("wrong guesses rolled back in subtransactions still cost a second each")
+  func guessesRolledBack() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("cd222", on: admin)
+    let id = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    let tier1 = try database.connect(as: try database.createLogin(.tier1))
+    try tier1.execute(
+      Query(
+        verbatim: """
+          DO $$
+          DECLARE
+            v_start timestamptz := clock_timestamp();
+            v_outcome text;
+          BEGIN
+            FOR i IN 1..3 LOOP
+              BEGIN
+                SELECT outcome INTO v_outcome
+                  FROM hms2fa_api.confirm_verification(\(id), sha256(convert_to('guess' || i, 'UTF8')), 'T1');
+                RAISE EXCEPTION 'take the try back (%)', v_outcome;
+              EXCEPTION WHEN raise_exception THEN
+                NULL;
+              END;
+            END LOOP;
+            PERFORM set_config('hms2fa_test.elapsed',
+                               extract(epoch FROM clock_timestamp() - v_start)::text, false);
+          END
+          $$
+          """))
+    let elapsed = try tier1.queryFirst("SELECT current_setting('hms2fa_test.elapsed')::float8 AS s")?.decode(
+      "s", as: Double.self)
+    #expect(try #require(elapsed) >= 2.9, "three guesses in \(elapsed ?? 0) s")
+    // The rollbacks did take the tries back: the guard is the time, not the count.
+    let row = try admin.queryFirst("SELECT attempts, state FROM hms2fa.phone_verifications")
+    #expect(try row?.decode("attempts", as: Int.self) == 0)
+    #expect(try row?.decode("state", as: String.self) == "pending")
+  }
+
+  @Test("guesses at one code from parallel sessions are one a second")
+  func guessesSerialised() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("cd222", on: admin)
+    let id = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    let logins = try (0..<3).map { _ in try database.createLogin(.tier1) }
+    let outcomes = Locked<[String]>([])
+    let group = DispatchGroup()
+    let start = Date()
+    for (n, login) in logins.enumerated() {
+      group.enter()
+      Thread.detachNewThread {
+        defer { group.leave() }
+        do {
+          let db = try database.connect(as: login)
+          try db.execute("BEGIN")
+          let row = try db.queryFirst(Codes.confirm(id, wrongGuess: n))
+          outcomes.update { $0.append((try? row?.decode("outcome", as: String.self)) ?? "none") }
+          try db.execute("ROLLBACK")
+        } catch {
+          outcomes.update { $0.append("\(error)") }
+        }
+      }
+    }
+    group.wait()
+    let elapsed = Date().timeIntervalSince(start)
+    #expect(outcomes.value == ["wrong_code", "wrong_code", "wrong_code"])
+    #expect(elapsed >= 2.9, "three parallel guesses in \(elapsed) s")
+  }
+
+  @Test("a try cancelled before its second is up learns nothing and costs nothing")
+  func cancelledTry() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("cd222", on: admin)
+    let id = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    let tier1 = try database.connect(as: try database.createLogin(.tier1))
+    // The right code, cancelled: the same as a wrong one would be.
+    try tier1.execute("SET statement_timeout = '300ms'")
+    let cancelled = #expect(throws: PostgresError.self) { try tier1.execute(Codes.confirm(id)) }
+    #expect(cancelled?.sqlState == SQLState.queryCanceled)
+    let state = try admin.queryFirst("SELECT state FROM hms2fa.phone_verifications")
+    #expect(try state?.decode("state", as: String.self) == "pending")
+    #expect(try Fixtures.auditActions(on: admin).isEmpty)
+    try tier1.execute("RESET statement_timeout")
+    #expect(try tier1.queryFirst(Codes.confirm(id))?.decode("outcome", as: String.self) == "verified")
+  }
+
+  @Test("a code that expires during a transaction is refused in it")
+  func expiredInTransaction() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("cd222", on: admin)
+    let id = try Codes.add("cd222", phone: "+16175550188", expiresIn: "2 seconds", on: admin)
+    let tier1 = try database.connect(as: try database.createLogin(.tier1))
+    try tier1.execute("BEGIN")
+    let started = try #require(try tier1.queryFirst("SELECT now()::text AS t")?.decode("t", as: String.self))
+    try tier1.execute("SELECT pg_sleep(2.5)")
+    #expect(try tier1.queryFirst(Codes.confirm(id))?.decode("outcome", as: String.self) == "expired")
+    try tier1.execute("COMMIT")
+    // The transaction began while the code still worked: its now() alone would have let it in.
+    let row = try admin.queryFirst(
+      "SELECT \(started)::timestamptz < expires_at AS began_before, state FROM hms2fa.phone_verifications")
+    #expect(try row?.decode("began_before", as: Bool.self) == true)
+    #expect(try row?.decode("state", as: String.self) == "expired")
+  }
 }
