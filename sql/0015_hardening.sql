@@ -1,4 +1,4 @@
--- Hardening: three ways around the schema's rules, closed.
+-- Hardening: four ways around the schema's rules, closed.
 --
 -- 1. The sign-in service's column grants (0002: UPDATE (revoked_at) of remembered_browsers,
 --    UPDATE (last_used_at) of devices) let it set revoked_at back to NULL, remembering again a
@@ -32,6 +32,20 @@
 --    now(), which stays at the start of a transaction however long it runs: a code that expires
 --    in the middle of one is refused, and an identity proof counts for 15 minutes of the clock
 --    (identity_proof), not of a transaction that began earlier.
+--
+-- 4. `staff grant` by a login with CREATEROLE that is neither a superuser nor a member of the
+--    owner failed: record_staff_change (0002) was executable by nobody and the login had no
+--    USAGE on hms2fa_api. Operators are now members of the NOLOGIN role hms2fa_operator, which
+--    may call that function only; the function itself still refuses a caller without
+--    CREATEROLE (or superuser).
+
+DO $$
+BEGIN
+  CREATE ROLE hms2fa_operator NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+  NULL;
+END
+$$;
 
 SET LOCAL ROLE hms2fa_owner;
 
@@ -338,5 +352,10 @@ BEGIN
 END
 $$;
 
+-- 4. Operators record the staff changes they make ------------------------------------------
+
+GRANT USAGE ON SCHEMA hms2fa_api TO hms2fa_operator;
+
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hms2fa, hms2fa_api FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hms2fa_api.record_staff_change(text, text, boolean, text) TO hms2fa_operator;
 GRANT EXECUTE ON FUNCTION hms2fa_api.approve_reset(bigint, text) TO hms2fa_tier2;
