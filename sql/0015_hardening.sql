@@ -1,4 +1,4 @@
--- Hardening: four ways around the schema's rules, closed.
+-- Hardening: five ways around the schema's rules, closed.
 --
 -- 1. The sign-in service's column grants (0002: UPDATE (revoked_at) of remembered_browsers,
 --    UPDATE (last_used_at) of devices) let it set revoked_at back to NULL, remembering again a
@@ -38,6 +38,15 @@
 --    USAGE on hms2fa_api. Operators are now members of the NOLOGIN role hms2fa_operator, which
 --    may call that function only; the function itself still refuses a caller without
 --    CREATEROLE (or superuser).
+--
+-- 5. The expiry job could end "complete" with expired rows left: the procedure (0014) stops at
+--    the first batch that deleted nothing, and a batch whose rows share one expires_at (the
+--    ctid path of 0007) deleted nothing when a sign-in had updated every row it picked between
+--    the pick and the delete (the update moves a row to a new ctid, so the delete's recheck no
+--    longer matches it); every expired row after them was left too. A batch now takes such rows
+--    again by their primary key, which no update changes, and when even that finds none (they
+--    were deleted meanwhile) it goes on from there: it returns 0 only when it found no expired
+--    row left, so "finished" means exactly that, and the procedure is unchanged.
 
 DO $$
 BEGIN
@@ -352,6 +361,70 @@ BEGIN
 END
 $$;
 
+-- 5. An expiry batch returns 0 only when no expired row is left -----------------------------
+
+-- 0007's, with the ctid path's rows taken again by key when an update moved every one of them,
+-- and the search going on past rows that were deleted meanwhile.
+CREATE OR REPLACE FUNCTION hms2fa_api.expire_remembered_batch(
+  p_limit integer, p_before timestamptz DEFAULT NULL, p_after timestamptz DEFAULT NULL
+) RETURNS TABLE (deleted integer, resume_at timestamptz)
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+  SET plan_cache_mode = force_custom_plan
+  SET enable_seqscan = off
+  SET enable_bitmapscan = off
+AS $$
+DECLARE
+  v_before timestamptz := least(coalesce(p_before, now()), now());
+  v_from timestamptz := coalesce(p_after, '-infinity');
+  v_next timestamptz;
+  v_deleted integer;
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 100000 THEN
+    RAISE EXCEPTION 'a batch is 1 to 100000 rows' USING ERRCODE = 'H2U04';
+  END IF;
+  LOOP
+    SELECT x.expires_at INTO v_next
+      FROM hms2fa.remembered_browsers x
+     WHERE x.expires_at >= v_from AND x.expires_at < v_before
+     ORDER BY x.expires_at
+    OFFSET p_limit LIMIT 1;
+    IF v_next IS NULL THEN
+      v_next := v_before;  -- the rest fits in this batch
+    END IF;
+    -- At most p_limit rows lie before the (p_limit + 1)-th.
+    DELETE FROM hms2fa.remembered_browsers r
+     WHERE r.expires_at >= v_from AND r.expires_at < v_next;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    -- Nothing deleted up to the cutoff: no expired row is left.
+    EXIT WHEN v_deleted > 0 OR v_next >= v_before;
+    -- The first p_limit + 1 rows all expire at v_next.
+    DELETE FROM hms2fa.remembered_browsers r
+     WHERE r.ctid = ANY (ARRAY(
+             SELECT x.ctid FROM hms2fa.remembered_browsers x
+              WHERE x.expires_at = v_next
+              LIMIT p_limit))
+       AND r.expires_at = v_next;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    EXIT WHEN v_deleted > 0;
+    -- An update (a sign-in's) moved every row picked to a new ctid between the pick and the
+    -- delete: pick them again by key, which an update doesn't change.
+    DELETE FROM hms2fa.remembered_browsers r
+     WHERE r.token_hash = ANY (ARRAY(
+             SELECT x.token_hash FROM hms2fa.remembered_browsers x
+              WHERE x.expires_at = v_next
+              LIMIT p_limit))
+       AND r.expires_at = v_next;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    EXIT WHEN v_deleted > 0;
+    -- None is left at v_next (deleted meanwhile): the expired rows after it are still this
+    -- batch's to find.
+    v_from := v_next;
+  END LOOP;
+  RETURN QUERY SELECT v_deleted, v_next;
+END
+$$;
+
 -- 4. Operators record the staff changes they make ------------------------------------------
 
 GRANT USAGE ON SCHEMA hms2fa_api TO hms2fa_operator;
@@ -359,3 +432,4 @@ GRANT USAGE ON SCHEMA hms2fa_api TO hms2fa_operator;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hms2fa, hms2fa_api FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hms2fa_api.record_staff_change(text, text, boolean, text) TO hms2fa_operator;
 GRANT EXECUTE ON FUNCTION hms2fa_api.approve_reset(bigint, text) TO hms2fa_tier2;
+GRANT EXECUTE ON FUNCTION hms2fa_api.expire_remembered_batch(integer, timestamptz, timestamptz) TO hms2fa_batch;

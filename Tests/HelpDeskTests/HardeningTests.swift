@@ -437,4 +437,53 @@ struct HardeningTests {
     #expect(record?.sqlState == SQLState.insufficientPrivilege)
     #expect(try Fixtures.auditActions(on: admin).isEmpty)
   }
+
+  // 5. The expiry doesn't stop early ---------------------------------------------------------
+
+  @Test("a batch whose rows a sign-in moved meanwhile takes them anyway; the run ends complete with none left")
+  func expiryNotFinishedEarly() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("jd123", on: admin)
+    let batchLogin = try database.createLogin(.batch)
+    // Ten rows sharing one expires_at (more than a batch of 4: the ctid path), five after them,
+    // twenty live.
+    try admin.execute(
+      """
+      INSERT INTO hms2fa.remembered_browsers (token_hash, account_id, browser, expires_at)
+      SELECT sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'jd123', kind || '-' || i,
+             CASE kind WHEN 'tied' THEN now() - interval '3 days'
+                       WHEN 'later' THEN now() - interval '2 days' + i * interval '1 second'
+                       ELSE now() + interval '2 days' END
+        FROM unnest(ARRAY['tied', 'later', 'live']) kind,
+             generate_series(1, CASE kind WHEN 'tied' THEN 10 WHEN 'later' THEN 5 ELSE 20 END) i
+      """)
+    // A sign-in revoking the tied rows, uncommitted: each update moves its row to a new ctid.
+    let signin = try database.connect(as: try database.createLogin(.signin))
+    try signin.execute("BEGIN")
+    #expect(
+      try signin.execute("UPDATE hms2fa.remembered_browsers SET revoked_at = now() WHERE browser LIKE 'tied-%'") == 10)
+    let result = Locked<Result<ExpiryRun, Error>?>(nil)
+    let group = DispatchGroup()
+    group.enter()
+    Thread.detachNewThread {
+      defer { group.leave() }
+      let outcome = Result<ExpiryRun, Error> {
+        try RememberedExpiry.run(
+          ExpiryPlan(batchSize: 4, lockTimeoutMilliseconds: 20_000), on: try database.connect(as: batchLogin))
+      }
+      result.update { $0 = outcome }
+    }
+    // The batch has picked the tied rows and waits for the sign-in's transaction.
+    #expect(try waitForLockWait(of: batchLogin, on: admin))
+    try signin.execute("COMMIT")
+    group.wait()
+    let run = try #require(try result.value?.get())
+    #expect(run.complete)
+    #expect(run.deleted == 15)
+    let left = try admin.queryFirst(
+      "SELECT count(*) FILTER (WHERE expires_at < now()) AS expired, count(*) AS all FROM hms2fa.remembered_browsers")
+    #expect(try left?.decode("expired", as: Int.self) == 0)
+    #expect(try left?.decode("all", as: Int.self) == 20)
+  }
 }
