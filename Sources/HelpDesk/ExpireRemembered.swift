@@ -88,8 +88,8 @@ public struct ExpiryRun: Sendable {
     self.outcome = outcome
   }
 
-  /// True when no row that had expired at the cutoff was left (but for rows a sign-in changed
-  /// while their batch ran, which the next run takes).
+  /// True when no row that had expired at the cutoff was left: a batch that finds its rows
+  /// changed by a sign-in takes them again by key (0015), so it ends only when none is found.
   public var complete: Bool { outcome == .complete }
 
   /// The share of all rows that had expired.
