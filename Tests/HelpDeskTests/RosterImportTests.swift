@@ -72,6 +72,13 @@ struct RosterImportTests {
       try admin.queryFirst("SELECT * FROM hms2fa.accounts WHERE account_id = \(id)")
     }
 
+    /// The details of the last `accounts.imported` event.
+    func lastImportDetails() throws -> [String: Any] {
+      let event = try #require(try importEvents().last)
+      let text = try event.decode("details", as: String.self)
+      return try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
     func importEvents() throws -> [Row] {
       try admin.query(
         "SELECT actor, ticket, details::text AS details FROM hms2fa.audit_events WHERE action = 'accounts.imported' ORDER BY event_id"
@@ -122,6 +129,46 @@ struct RosterImportTests {
     for field in [#""added": 1"#, #""changed": 2"#, #""disabled": 1"#, #""unchanged": 1"#, #""rows": 4"#] {
       #expect(details.contains(field), "\(details)")
     }
+  }
+
+  @Test(
+    "the import's event names the accounts whose email of record changed, whose high-risk flag went, and who were enabled again"
+  )
+  func securityRelevantChanges() throws {
+    let registry = try Registry(accounts: [
+      ("jd123", "active"), ("hr1", "active"), ("dz1", "disabled"), ("nm1", "active"),
+    ])
+    try registry.admin.execute("UPDATE hms2fa.accounts SET high_risk = true WHERE account_id = 'hr1'")
+    let feed = [
+      "jd123,Person jd123,someone.else@example.org,active,false",  // email of record moved
+      "hr1,Person hr1,hr1@hms.harvard.edu,active,false",  // high risk taken away
+      "dz1,Person dz1,dz1@hms.harvard.edu,active,false",  // enabled again
+      "nm1,New Name,nm1@hms.harvard.edu,active,false",  // only the name: not listed
+    ]
+    let result = try registry.importing(feed)
+    #expect(counts(result) == [0, 4, 0, 0])
+    let details = try registry.lastImportDetails()
+    #expect(details["emails_changed"] as? Int == 1)
+    let moved = try #require((details["email_changes"] as? [[String: Any]])?.first)
+    #expect(moved["account_id"] as? String == "jd123")
+    #expect(moved["from"] as? String == "jd123@hms.harvard.edu")
+    #expect(moved["to"] as? String == "someone.else@example.org")
+    #expect(details["high_risk_lowered"] as? Int == 1)
+    #expect(details["high_risk_lowered_accounts"] as? [String] == ["hr1"])
+    #expect(details["enabled_again"] as? Int == 1)
+    #expect(details["enabled_again_accounts"] as? [String] == ["dz1"])
+  }
+
+  @Test("at most 1 000 accounts of each kind are listed in the event, all of them counted")
+  func securityRelevantChangesBounded() throws {
+    let ids = (1...1_005).map { "p\($0)" }
+    let registry = try Registry(accounts: ids.map { ($0, "active") })
+    let feed = ids.map { "\($0),Person \($0),\($0)@new.example.org,active,false" }
+    let result = try registry.importing(feed)
+    #expect(counts(result) == [0, 1_005, 0, 0])
+    let details = try registry.lastImportDetails()
+    #expect(details["emails_changed"] as? Int == 1_005)
+    #expect((details["email_changes"] as? [Any])?.count == 1_000)
   }
 
   @Test("CRLF and LF line ends, a byte order mark, no final line end, blank lines", arguments: ["\n", "\r\n"])
