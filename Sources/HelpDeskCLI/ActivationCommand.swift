@@ -118,8 +118,7 @@ struct ActivationCommand: ParsableCommand {
                 String($0.linkID), String($0.deviceID), $0.state, $0.sentAt.iso8601UTC(), shown($0.sentBy),
                 shown($0.ticket), $0.expiresAt.iso8601UTC(),
                 $0.usedAt.map { "used \($0.iso8601UTC())" }
-                  ?? shown($0.revokedReason).replacingOccurrences(
-                    of: "-", with: ""),
+                  ?? $0.revokedReason.map { shown($0) } ?? "",
               ]
             })
       }

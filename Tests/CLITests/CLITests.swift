@@ -329,8 +329,11 @@ struct CLITests {
       ["activation", "send", "jd123", "--ticket", "INC1", "--valid-for", "8d"], as: desk.tier1, environment: environment
     )
     #expect(tooLong.status == 64)
-    let revoke = try desk.run(["activation", "revoke", "jd123", "--ticket", "INC1", "--json"], as: desk.tier1)
+    let revoke = try desk.run(
+      ["activation", "revoke", "jd123", "--ticket", "INC1", "--reason", "e-mail re-sent", "--json"], as: desk.tier1)
     #expect(try json(revoke.stdout)["revoked"] as? Int == 1)
+    let listed = try desk.run(["activation", "list", "jd123"], as: desk.tier1)
+    #expect(listed.stdout.contains("e-mail re-sent"), "\(listed.stdout)")
   }
 
   @Test("activation send with a broken sendmail: exit 69, one line, and the link no longer works")
