@@ -226,6 +226,25 @@ struct PhoneVerificationTests {
     #expect(owner.history.map(\.accountId) == ["tl321"])
   }
 
+  @Test("--release is refused, changing nothing, when the number is on a high-risk account")
+  func releaseFromHighRisk() throws {
+    let setup = try Setup()
+    try setup.database.connect().execute("UPDATE hms2fa.accounts SET high_risk = true WHERE account_id = 'tl321'")
+    _ = try setup.verify()
+    let code = try setup.lastCode()
+    let refused = #expect(throws: DeskError.self) { try setup.confirm(code, release: true, on: setup.tier2) }
+    #expect(refused?.status == .noPermission)
+    #expect(refused?.message.contains("high-risk account tl321") == true, "\(refused?.message ?? "")")
+    let retired = try setup.database.connect().queryFirst(
+      "SELECT count(*) AS n FROM hms2fa.devices WHERE retired_at IS NOT NULL")
+    #expect(try retired?.decode("n", as: Int64.self) == 0)
+    #expect(try setup.actions() == ["phone.verification_sent"])
+    // The code itself still holds: confirmed without --release, the number is proven.
+    let result = try setup.confirm(code, release: false, on: setup.tier2)
+    #expect(result.released.isEmpty)
+    #expect(try setup.actions() == ["phone.verification_sent", "phone.verified"])
+  }
+
   @Test("a gateway that fails cancels the code and is 69")
   func deliveryFailure() throws {
     let setup = try Setup()
