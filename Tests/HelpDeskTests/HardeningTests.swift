@@ -438,6 +438,32 @@ struct HardeningTests {
     #expect(try Fixtures.auditActions(on: admin).isEmpty)
   }
 
+  // 0018. One way in for a reset -------------------------------------------------------------
+
+  @Test("tier2 resets only through the six-argument function, and a NULL dry-run flag resets nothing")
+  func resetEntryPoint() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("jd123", name: "Jane Doe", on: admin)
+    try Fixtures.device("jd123", isDefault: true, on: admin)
+    let tier2 = try database.connect(as: try database.createLogin(.tier2))
+    let fiveArguments = #expect(throws: PostgresError.self) {
+      try tier2.execute("SELECT hms2fa_api.reset_enrollment('jd123', 'INC1', 'in-person', NULL, false)")
+    }
+    #expect(fiveArguments?.sqlState == SQLState.insufficientPrivilege)
+    let undecided = #expect(throws: PostgresError.self) {
+      try tier2.execute("SELECT hms2fa_api.reset_enrollment('jd123', 'INC1', 'in-person', NULL, NULL, NULL)")
+    }
+    #expect(undecided?.sqlState == "H2U09")
+    let live = try admin.queryFirst("SELECT count(*) AS n FROM hms2fa.devices WHERE retired_at IS NULL")
+    #expect(try live?.decode("n", as: Int64.self) == 1)
+    #expect(try Fixtures.auditActions(on: admin).isEmpty)
+    // The six-argument function still resets.
+    let reset = try tier2.queryFirst(
+      "SELECT hms2fa_api.reset_enrollment('jd123', 'INC1', 'in-person', NULL, false, NULL)::text AS r")
+    #expect(try reset?.decode("r", as: String.self).contains("\"devices_retired\": 1") == true)
+  }
+
   // 5. The expiry doesn't stop early ---------------------------------------------------------
 
   @Test("a batch whose rows a sign-in moved meanwhile takes them anyway; the run ends complete with none left")
