@@ -8,29 +8,8 @@ import Testing
 /// starts: readable text, one document, no secrets, no credentials.
 @Suite("output safety")
 struct OutputSafetyTests {
-  /// A migrated database with one person, a tier1 and a tier2 login.
-  struct Desk {
-    let database: TestDatabase
-    let tier1: String
-    let tier2: String
-
-    init(name: String = "Jane Doe") throws {
-      database = try TestDatabase.create()
-      let db = try database.connect()
-      try Fixtures.account("jd123", name: name, email: "jane_doe@hms.harvard.edu", on: db)
-      try Fixtures.device("jd123", isDefault: true, on: db)
-      try Fixtures.rememberedBrowser("jd123", expiresInDays: 5, on: db)
-      tier1 = try database.createLogin(.tier1)
-      tier2 = try database.createLogin(.tier2)
-    }
-
-    func run(
-      _ arguments: [String], as login: String? = nil, stdin: String? = nil, environment: [String: String] = [:]
-    ) throws -> Tool.Outcome {
-      try Tool.run(
-        arguments + ["--database", try database.conninfo(user: login)], environment: environment, stdin: stdin)
-    }
-  }
+  /// The end-to-end suite's desk: jd123 with a device and a browser, a tier1 and a tier2 login.
+  typealias Desk = CLITests.Desk
 
   /// A scratch folder for programs and what they record.
   private func scratch(_ name: String) throws -> String {
@@ -46,7 +25,9 @@ struct OutputSafetyTests {
 
   @Test("names keep their letters whatever client encoding the environment asks for")
   func clientEncoding() throws {
-    let desk = try Desk(name: "José Müller")
+    let desk = try Desk()
+    try desk.database.connect().execute(
+      "UPDATE hms2fa.accounts SET display_name = 'José Müller' WHERE account_id = 'jd123'")
     let shown = try desk.run(
       ["user", "show", "jd123", "--json"], as: desk.tier1, environment: ["PGCLIENTENCODING": "LATIN1"])
     #expect(shown.status == 0)
