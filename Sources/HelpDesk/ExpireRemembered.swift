@@ -81,6 +81,8 @@ public struct ExpiryRun: Sendable {
   public var durationSeconds: Double = 0
   /// The longest transaction among the batches, as the server timed it (commit to commit).
   public var longestBatchSeconds: Double = 0
+  /// The run stopped because it was asked to (a signal), not at its time budget.
+  public var interrupted = false
   public var batchSize = 0
   public var dryRun = false
 
@@ -142,12 +144,16 @@ public enum RememberedExpiry {
   ///     was lost mid-run.
   ///   - clock: monotonic seconds, for the time budget and the rate.
   ///   - progress: called after each census chunk and each batch.
+  ///   - shouldStop: asked between census chunks and between calls of batches; once true, the
+  ///     run stops as at its time budget (`stopped`, `interrupted`), committed batches kept and
+  ///     the run recorded.
   /// - Throws: `ExpiryFailure` carrying the run so far and a `DeskError`: 75 when another run
   ///   holds the job's lock or locks kept timing out, 65 when the guard refuses, 69 when the
   ///   connection was lost (committed batches are kept), 77 without `hms2fa_batch`.
   public static func run(
     _ plan: ExpiryPlan, on db: Connection, reconnect: (() throws -> Connection)? = nil,
-    clock: () -> Double = monotonicSeconds, progress: (ExpiryProgress) -> Void = { _ in }
+    clock: () -> Double = monotonicSeconds, progress: (ExpiryProgress) -> Void = { _ in },
+    shouldStop: () -> Bool = { false }
   ) throws(ExpiryFailure) -> ExpiryRun {
     let start = clock()
     var run = ExpiryRun(outcome: .failed)
@@ -191,6 +197,12 @@ public enum RememberedExpiry {
 
     do {
       try census(plan, into: &run, on: db, start: start, clock: clock, progress: progress)
+      if shouldStop() {
+        run.outcome = .stopped
+        run.interrupted = true
+        record(&run, start: start, clock: clock, on: db, reconnect: reconnect)
+        return run
+      }
       if run.expiredFraction > plan.maxFraction && !plan.force {
         run.outcome = .refused
         let error = DeskError(
@@ -206,7 +218,8 @@ public enum RememberedExpiry {
         run.durationSeconds = clock() - start
         return run
       }
-      try deleteBatches(plan, into: &run, on: db, start: start, clock: clock, progress: progress)
+      try deleteBatches(
+        plan, into: &run, on: db, start: start, clock: clock, progress: progress, shouldStop: shouldStop)
     } catch {
       let deskError = deskError(error, doing: action, on: db)
       if run.outcome != .refused {
@@ -260,7 +273,7 @@ public enum RememberedExpiry {
   /// when a call ends in an error after some of its batches committed.
   private static func deleteBatches(
     _ plan: ExpiryPlan, into run: inout ExpiryRun, on db: Connection, start: Double, clock: () -> Double,
-    progress: (ExpiryProgress) -> Void
+    progress: (ExpiryProgress) -> Void, shouldStop: () -> Bool
   ) throws {
     let tally = BatchTally(deleted: run.deleted, batches: run.batches)
     defer {
@@ -289,16 +302,21 @@ public enum RememberedExpiry {
         tally.after = parts.count > 2 ? String(parts[2]) : nil
         report(tally)
       }
-      try callBatches(plan, into: &run, tally: tally, on: db, start: start, clock: clock)
+      try callBatches(plan, into: &run, tally: tally, on: db, start: start, clock: clock, shouldStop: shouldStop)
     }
   }
 
   private static func callBatches(
     _ plan: ExpiryPlan, into run: inout ExpiryRun, tally: BatchTally, on db: Connection, start: Double,
-    clock: () -> Double
+    clock: () -> Double, shouldStop: () -> Bool
   ) throws {
     var timeouts = 0
     while true {
+      if shouldStop() {
+        run.outcome = .stopped
+        run.interrupted = true
+        return
+      }
       var milliseconds = plan.millisecondsPerCall
       if let budget = plan.maxRuntime {
         let left = Double(budget.seconds) - (clock() - start)

@@ -92,11 +92,16 @@ struct JobsCommand: ParsableCommand {
 
       var run = ExpiryRun(outcome: .failed)
       var failure: DeskError?
+      // SIGTERM (systemd stopping the unit, or its timeout), Ctrl-C or a hang-up: finish the
+      // call of batches under way (at most a quarter of a second), record the run, write the
+      // metrics, exit 75. A second signal ends the process at once.
+      installStopHandlers()
       do {
         let db = try target.connect()
         do {
           run = try RememberedExpiry.run(
-            plan, on: db, reconnect: { try target.connect() }, progress: { reporter.report($0) })
+            plan, on: db, reconnect: { try target.connect() }, progress: { reporter.report($0) },
+            shouldStop: { stopSignal != 0 })
         } catch {
           run = error.run
           failure = error.error
@@ -105,6 +110,12 @@ struct JobsCommand: ParsableCommand {
         failure = error
       }
       reporter.finish()
+      if failure == nil, run.interrupted {
+        failure = DeskError(
+          .tryLater,
+          "stopped by \(signalName(stopSignal)) after deleting \(run.deleted) of \(run.expiredAtStart) expired "
+            + "remembered browsers in \(run.batches) batch(es); they stay deleted, and the next run continues")
+      }
 
       if let metricsFile, !dryRun {
         do {
@@ -118,7 +129,7 @@ struct JobsCommand: ParsableCommand {
           throw error
         }
       }
-      if let failure { throw failure }
+      if let failure, !run.interrupted { throw failure }
 
       var fields: [(String, JSONValue)] = [
         ("deleted", .int(run.deleted)), ("batches", .int(run.batches)),
@@ -136,6 +147,7 @@ struct JobsCommand: ParsableCommand {
           return "dry run: \(run.expiredAtStart) of \(run.rowsAtStart) remembered browsers "
             + "(\(percent(run.expiredFraction))) have expired and would be deleted; nothing was changed"
         case .stopped:
+          if run.interrupted { return "" }
           return "stopped at --max-runtime after deleting \(run.deleted) of \(run.expiredAtStart) expired "
             + "remembered browsers in \(run.batches) batch(es) (\(seconds)); complete: false, the next run continues"
         default:
@@ -143,7 +155,47 @@ struct JobsCommand: ParsableCommand {
             + "complete"
         }
       }
+      // Interrupted: the result above (with --json), then the reason on stderr and exit 75.
+      if let failure { throw failure }
     }
+  }
+}
+
+/// The signal that asked the job to stop, 0 while none has.
+nonisolated(unsafe) private var stopSignal: Int32 = 0
+
+private func requestStop(_ signalNumber: Int32) {
+  stopSignal = signalNumber
+}
+
+/// Catches SIGTERM, SIGINT and SIGHUP once each: the first asks the job to stop (it checks
+/// between calls), the next one of the same kind gets the default action.
+private func installStopHandlers() {
+  // A parent may have started the job with them blocked (the mask survives exec); the job
+  // handles them now, so it takes them.
+  var unblock = sigset_t()
+  sigemptyset(&unblock)
+  for signalNumber in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&unblock, signalNumber) }
+  sigprocmask(SIG_UNBLOCK, &unblock, nil)
+  for signalNumber in [SIGTERM, SIGINT, SIGHUP] {
+    var action = sigaction()
+    #if canImport(Glibc)
+      action.__sigaction_handler.sa_handler = requestStop
+    #else
+      action.__sigaction_u.__sa_handler = requestStop
+    #endif
+    sigemptyset(&action.sa_mask)
+    action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND) | Int32(truncatingIfNeeded: SA_RESTART)
+    sigaction(signalNumber, &action, nil)
+  }
+}
+
+private func signalName(_ signalNumber: Int32) -> String {
+  switch signalNumber {
+  case SIGTERM: "SIGTERM"
+  case SIGINT: "SIGINT (Ctrl-C)"
+  case SIGHUP: "SIGHUP"
+  default: "signal \(signalNumber)"
   }
 }
 

@@ -140,6 +140,59 @@ struct JobsCLITests {
     #expect(unwritable.stderr.contains("/nonexistent-dir/x.prom"))
   }
 
+  @Test(
+    "SIGTERM mid-run: the call under way finishes, the run is recorded and the metrics written, exit 75; the next run finishes"
+  )
+  func terminated() throws {
+    let job = try Job(expired: 60_000, live: 30)
+    let dir = TestCluster.scratch + "/sigterm-" + UUID().uuidString.prefix(8)
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: Tool.binary)
+    process.arguments = [
+      "jobs", "expire-remembered", "--batch-size", "5", "--max-fraction", "1", "--log-every", "20", "--json",
+      "--metrics-file",
+      dir + "/job.prom", "--database", try job.database.conninfo(user: job.batch),
+    ]
+    process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"]
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Once it is deleting (a progress line), ask it to stop.
+    var seen = ""
+    while !seen.contains("expire-remembered: deleted") {
+      let chunk = err.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += String(decoding: chunk, as: UTF8.self)
+    }
+    kill(process.processIdentifier, SIGTERM)
+    let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    seen += String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(process.terminationReason == .exit)
+    #expect(process.terminationStatus == 75, "\(seen)")
+    #expect(seen.contains("stopped by SIGTERM"))
+    let result = try json(stdout)
+    #expect(result["complete"] as? Bool == false)
+    let deleted = try #require(result["deleted"] as? Int)
+    #expect(deleted > 0 && deleted < 60_000)
+    #expect(try job.count("expires_at < now()") == 60_000 - deleted)
+    let event = try job.admin.queryFirst(
+      "SELECT details->>'outcome' AS outcome, (details->>'deleted')::int AS deleted FROM hms2fa.audit_events WHERE action = 'job.expire_remembered'"
+    )
+    #expect(try event?.decode("outcome", as: String.self) == "stopped")
+    #expect(try event?.decode("deleted", as: Int.self) == deleted)
+    let metrics = try String(contentsOfFile: dir + "/job.prom", encoding: .utf8)
+    #expect(metrics.contains("hms2fa_expire_remembered_exit_status 75"), "\(metrics)")
+
+    let next = try job.run(["--json", "--max-fraction", "1"])
+    #expect(next.status == 0, "\(next.stderr)")
+    #expect(try json(next.stdout)["complete"] as? Bool == true)
+    #expect(try job.count("true") == 30)
+  }
+
   @Test("a backend killed mid-run: exit 69, committed batches kept, no live row lost; the next run finishes")
   func killedMidRun() throws {
     let job = try Job(expired: 20, live: 30)
