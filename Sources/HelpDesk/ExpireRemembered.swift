@@ -407,7 +407,8 @@ public enum ExpiryMetrics {
       ("last_run_timestamp_seconds", "When the last run ended (Unix time).", now),
       ("last_success_timestamp_seconds", "When the last run that exited 0 ended (Unix time; 0: never).", lastSuccess),
       (
-        "exit_status", "The last run's exit status (0 ok, 65 refused by the guard, 69 database lost, 75 busy).",
+        "exit_status",
+        "The last run's exit status (0 ok, 65 refused by the guard, 69 database lost, 75 busy or stopped by a signal).",
         Double(exitStatus)
       ),
       ("complete", "1 when the last run deleted every row that had expired when it started.", run.complete ? 1 : 0),
