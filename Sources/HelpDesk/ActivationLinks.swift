@@ -88,7 +88,7 @@ public enum ActivationLinks {
         name: displayName, link: settings.activationURL + "/" + token.text, device: link.deviceLabel,
         expiresAt: link.expiresAt, ticket: ticket.value))
     do {
-      try mailer.deliver(message, timeout: settings.timeout)
+      try mailer.deliver(message, timeout: settings.timeout, secrets: [token.text])
     } catch {
       let revoked: String
       do {
@@ -102,7 +102,7 @@ public enum ActivationLinks {
       }
       throw DeskError(
         .unavailable,
-        "the activation email to \(link.sentTo) could not be delivered (\(error.redacting(token.text).reason)); "
+        "the activation email to \(link.sentTo) could not be delivered (\(error.reason)); "
           + "\(revoked); "
           + "check the mail transport (HMS2FA_MAILER) and send again")
     }

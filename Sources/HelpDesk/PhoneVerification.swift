@@ -151,7 +151,9 @@ public enum PhoneVerification {
         deviceID: try row.decode("device_id"))
     }
     do {
-      try gateway.deliver(PhoneMessage(to: sent.phone, channel: channel, body: body(code, channel)), timeout: timeout)
+      try gateway.deliver(
+        PhoneMessage(to: sent.phone, channel: channel, body: body(code, channel)), timeout: timeout,
+        secrets: [code.digits, spoken(code)])
     } catch {
       var ended = "the code was cancelled"
       do {
@@ -166,7 +168,7 @@ public enum PhoneVerification {
       throw DeskError(
         .unavailable,
         "the \(channel == .sms ? "text message" : "voice call") to \(sent.phone) could not be handed to the "
-          + "gateway (\(error.redacting(code.digits).reason)); \(ended); check HMS2FA_SMS and try again")
+          + "gateway (\(error.reason)); \(ended); check HMS2FA_SMS and try again")
     }
     return sent
   }
@@ -177,10 +179,14 @@ public enum PhoneVerification {
       return "HMS IT Service Desk: your verification code is \(code.digits). It expires in 10 minutes. "
         + "Read it only to the agent you are talking to."
     case .voice:
-      let spoken = code.digits.map(String.init).joined(separator: ", ")
-      return "This is the Harvard Medical School IT Service Desk. Your verification code is \(spoken). "
-        + "Again: \(spoken)."
+      return "This is the Harvard Medical School IT Service Desk. Your verification code is \(spoken(code)). "
+        + "Again: \(spoken(code))."
     }
+  }
+
+  /// The code as a voice call reads it: "1, 2, 3, 4, 5, 6".
+  static func spoken(_ code: SecretCode) -> String {
+    code.digits.map(String.init).joined(separator: ", ")
   }
 
   /// Checks the code the caller read out against the waiting one for `account` (and `phone`, for

@@ -15,19 +15,17 @@ public struct DeliveryFailure: Error, CustomStringConvertible, Sendable {
   public init(_ reason: String) { self.reason = reason }
   public var description: String { reason }
 
-  /// The same failure with every occurrence of `secret` (a code, a link's token) blanked out:
-  /// the reason may quote what a failing program printed, and a program may echo its input.
-  public func redacting(_ secret: String) -> DeliveryFailure {
-    guard !secret.isEmpty else { return self }
-    return DeliveryFailure(reason.replacing(secret, with: "[redacted]"))
-  }
 }
 
 /// Runs a delivery program (sendmail, an SMS gateway client) with the message on its stdin, and
 /// kills it, with everything it started, when it outlives the timeout.
 enum DeliveryProgram {
+  /// - Parameter secrets: blanked out of what the program printed before any of it is quoted
+  ///   (a program may echo its input), and before it is cut short, so no part of one shows.
   /// - Throws: `DeliveryFailure` when it can't start, exits non-zero, or times out.
-  static func run(_ argv: [String], input: [UInt8], timeout: Double) throws(DeliveryFailure) {
+  static func run(
+    _ argv: [String], input: [UInt8], timeout: Double, secrets: [String] = []
+  ) throws(DeliveryFailure) {
     guard let program = argv.first else { throw DeliveryFailure("no delivery program configured") }
     // A program that exits without reading its input must not kill us with SIGPIPE.
     signal(SIGPIPE, SIG_IGN)
@@ -72,8 +70,7 @@ enum DeliveryProgram {
     var pid: pid_t = 0
     let cArgs = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }
-    let cEnvironment = childEnvironment().map { strdup($0) } + [nil]
-    defer { cEnvironment.forEach { free($0) } }
+    let cEnvironment = childEnvironment() + [nil]
     var spawned = posix_spawn(&pid, program, &actions, &attributes, cArgs, cEnvironment)
     // ETXTBSY: the program file is still open for writing somewhere (being installed, or a
     // descriptor inherited across another thread's fork); it clears within moments.
@@ -146,22 +143,37 @@ enum DeliveryProgram {
       throw DeliveryFailure("\(program) was killed by signal \(signalled)")
     }
     if exitCode != 0 {
-      let firstLine =
-        String(decoding: errorOutput, as: UTF8.self)
-        .split(whereSeparator: \.isNewline).first.map { ": " + String($0.prefix(200)) } ?? ""
+      var printed = String(decoding: errorOutput, as: UTF8.self)
+      for secret in secrets where !secret.isEmpty { printed = printed.replacing(secret, with: "[redacted]") }
+      let firstLine = printed.split(whereSeparator: \.isNewline).first.map { ": " + String($0.prefix(200)) } ?? ""
       throw DeliveryFailure("\(program) exited with status \(exitCode)\(firstLine)")
     }
   }
 
-  /// This process's environment without what opens the registry: libpq's variables (PGPASSWORD,
-  /// PGSERVICE, …) and HMS2FA_DATABASE_URL. A mail or SMS program has no business with them.
-  static func childEnvironment() -> [String] {
-    var result: [String] = []
+  /// The environment variables libpq reads (its documentation's list) and the tool's own
+  /// connection string: what opens the registry, which a mail or SMS program has no business
+  /// with. Other PG… names (a PGP wrapper's PGPPATH) pass.
+  static let connectionVariables: Set<String> = [
+    "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGCHANNELBINDING",
+    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME", "PGSSLMODE", "PGREQUIRESSL", "PGSSLCOMPRESSION",
+    "PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSSLCRL", "PGSSLCRLDIR", "PGSSLSNI", "PGSSLPASSWORD",
+    "PGREQUIREPEER", "PGSSLMINPROTOCOLVERSION", "PGSSLMAXPROTOCOLVERSION", "PGGSSENCMODE", "PGKRBSRVNAME",
+    "PGGSSLIB", "PGGSSDELEGATION", "PGCONNECT_TIMEOUT", "PGCLIENTENCODING", "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS", "PGDATESTYLE", "PGTZ", "PGGEQO", "PGSYSCONFDIR", "PGLOCALEDIR", "PGREQUIREAUTH",
+    "PGSSLCERTMODE", "PGSSLNEGOTIATION", "HMS2FA_DATABASE_URL",
+  ]
+
+  /// This process's environment without `connectionVariables`, each entry passed as it is (its
+  /// bytes untouched, UTF-8 or not).
+  static func childEnvironment() -> [UnsafeMutablePointer<CChar>?] {
+    var result: [UnsafeMutablePointer<CChar>?] = []
     var entry = environ
     while let pointer = entry.pointee {
-      let text = String(cString: pointer)
-      let name = text.prefix { $0 != "=" }
-      if !name.hasPrefix("PG") && name != "HMS2FA_DATABASE_URL" { result.append(text) }
+      let length = strlen(pointer)
+      let bytes = UnsafeRawBufferPointer(start: pointer, count: length)
+      let nameLength = bytes.firstIndex(of: UInt8(ascii: "=")) ?? length
+      let name = String(decoding: bytes[..<nameLength], as: UTF8.self)
+      if !connectionVariables.contains(name) { result.append(pointer) }
       entry += 1
     }
     return result

@@ -46,10 +46,12 @@ public enum Mailer: Sendable, Equatable {
   ///
   /// - Throws: `DeliveryFailure` when the program fails or hangs past `timeout` seconds, or the
   ///   maildir can't be written.
-  public func deliver(_ message: MailMessage, timeout: Double) throws(DeliveryFailure) {
+  /// `secrets` (a link's token) are blanked out of anything the program printed that ends up in
+  /// the failure's reason.
+  public func deliver(_ message: MailMessage, timeout: Double, secrets: [String] = []) throws(DeliveryFailure) {
     switch self {
     case .sendmail(let program):
-      try DeliveryProgram.run([program, "-t", "-oi"], input: message.rendered(), timeout: timeout)
+      try DeliveryProgram.run([program, "-t", "-oi"], input: message.rendered(), timeout: timeout, secrets: secrets)
     case .maildir(let directory):
       for sub in ["", "/tmp", "/new", "/cur"] { try ensureDirectory(directory + sub) }
       let name = uniqueFileName()
@@ -127,10 +129,12 @@ public enum SMSGateway: Sendable, Equatable {
 
   /// - Throws: `DeliveryFailure` when the gateway refuses, hangs past `timeout`, or the spool
   ///   can't be written.
-  public func deliver(_ message: PhoneMessage, timeout: Double) throws(DeliveryFailure) {
+  /// `secrets` (the code, in every form the message spells it) are blanked out of anything the
+  /// gateway printed that ends up in the failure's reason.
+  public func deliver(_ message: PhoneMessage, timeout: Double, secrets: [String] = []) throws(DeliveryFailure) {
     switch self {
     case .command(let program):
-      try DeliveryProgram.run([program], input: message.json(), timeout: timeout)
+      try DeliveryProgram.run([program], input: message.json(), timeout: timeout, secrets: secrets)
     case .spool(let directory):
       try ensureDirectory(directory)
       let name = uniqueFileName()
