@@ -196,11 +196,16 @@ public enum RememberedExpiry {
     defer { _ = try? db.execute("SELECT hms2fa_api.expire_remembered_unlock()") }
 
     do {
-      try census(plan, into: &run, on: db, start: start, clock: clock, progress: progress)
+      try census(plan, into: &run, on: db, start: start, clock: clock, progress: progress, shouldStop: shouldStop)
       if shouldStop() {
+        // Asked to stop while counting: nothing was deleted; a dry run records nothing either.
         run.outcome = .stopped
         run.interrupted = true
-        record(&run, start: start, clock: clock, on: db, reconnect: reconnect)
+        if plan.dryRun {
+          run.durationSeconds = clock() - start
+        } else {
+          record(&run, start: start, clock: clock, on: db, reconnect: reconnect)
+        }
         return run
       }
       if run.expiredFraction > plan.maxFraction && !plan.force {
@@ -242,7 +247,7 @@ public enum RememberedExpiry {
 
   private static func census(
     _ plan: ExpiryPlan, into run: inout ExpiryRun, on db: Connection, start: Double, clock: () -> Double,
-    progress: (ExpiryProgress) -> Void
+    progress: (ExpiryProgress) -> Void, shouldStop: () -> Bool
   ) throws {
     guard let cutoff = try db.queryFirst("SELECT now()::text AS cutoff")?.decode("cutoff", as: String.self) else {
       throw DeskError(.software, "internal error: the database did not say what time it is")
@@ -264,7 +269,7 @@ public enum RememberedExpiry {
         ExpiryProgress(
           phase: .counting, rows: run.rowsAtStart, expected: run.expiredAtStart, batches: 0,
           elapsed: clock() - start))
-    } while after != nil
+    } while after != nil && !shouldStop()
   }
 
   /// Deletes in calls of several batches (`hms2fa_api.expire_remembered_batches`), each batch

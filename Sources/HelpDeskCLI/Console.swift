@@ -124,7 +124,7 @@ extension Console {
     if terminal {
       Console(json: false).writeStderrPublic(prompt)
       tcgetattr(STDIN_FILENO, &saved)
-      savedTerminal = saved
+      savedTerminal.pointee = saved
       for signalNumber in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
         var action = sigaction()
         #if canImport(Glibc)
@@ -135,7 +135,9 @@ extension Console {
         sigemptyset(&action.sa_mask)
         action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND)
         var old = sigaction()
-        sigaction(signalNumber, &action, &old)
+        sigaction(signalNumber, nil, &old)
+        if isIgnored(old) { continue }  // ignored by the parent (nohup): it stays so
+        sigaction(signalNumber, &action, nil)
         previous.append((signalNumber, old))
       }
       var quiet = saved
@@ -163,15 +165,22 @@ extension Console {
   }
 }
 
-/// The terminal's settings before the secret prompt turned echo off, for the signal handler.
-nonisolated(unsafe) private var savedTerminal = termios()
+/// The terminal's settings before the secret prompt turned echo off, for the signal handler:
+/// plain memory, allocated (on first use, before any handler is installed) so that the handler
+/// reads it without Swift's runtime.
+nonisolated(unsafe) private let savedTerminal: UnsafeMutablePointer<termios> = {
+  let settings = UnsafeMutablePointer<termios>.allocate(capacity: 1)
+  settings.initialize(to: termios())
+  return settings
+}()
 
-/// Restores the terminal (tcsetattr is async-signal-safe), then lets the signal do what it
-/// would have done: the handler was installed with SA_RESETHAND, so raising it again ends the
-/// process as the signal's default action does.
+/// Restores the terminal, then lets the signal do what it would have done: the handler was
+/// installed with SA_RESETHAND, so raising it again ends the process as the signal's default
+/// action does. Only async-signal-safe calls (tcsetattr, write, raise) on plain memory.
 private func restoreTerminalAndDie(_ signalNumber: Int32) {
-  tcsetattr(STDIN_FILENO, TCSANOW, &savedTerminal)
-  _ = write(STDERR_FILENO, "\n", 1)
+  tcsetattr(STDIN_FILENO, TCSANOW, savedTerminal)
+  var newline = UInt8(ascii: "\n")
+  _ = write(STDERR_FILENO, &newline, 1)
   raise(signalNumber)
 }
 

@@ -101,7 +101,7 @@ struct JobsCommand: ParsableCommand {
         do {
           run = try RememberedExpiry.run(
             plan, on: db, reconnect: { try target.connect() }, progress: { reporter.report($0) },
-            shouldStop: { stopSignal != 0 })
+            shouldStop: { stopSignal.pointee != 0 })
         } catch {
           run = error.run
           failure = error.error
@@ -113,7 +113,7 @@ struct JobsCommand: ParsableCommand {
       if failure == nil, run.interrupted {
         failure = DeskError(
           .tryLater,
-          "stopped by \(signalName(stopSignal)) after deleting \(run.deleted) of \(run.expiredAtStart) expired "
+          "stopped by \(signalName(stopSignal.pointee)) after deleting \(run.deleted) of \(run.expiredAtStart) expired "
             + "remembered browsers in \(run.batches) batch(es); they stay deleted, and the next run continues")
       }
 
@@ -161,16 +161,23 @@ struct JobsCommand: ParsableCommand {
   }
 }
 
-/// The signal that asked the job to stop, 0 while none has.
-nonisolated(unsafe) private var stopSignal: Int32 = 0
+/// The signal that asked the job to stop, 0 while none has: a plain C int the handler stores
+/// into, allocated before any handler is installed (the handler touches nothing else).
+nonisolated(unsafe) private let stopSignal: UnsafeMutablePointer<Int32> = {
+  let flag = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+  flag.initialize(to: 0)
+  return flag
+}()
 
 private func requestStop(_ signalNumber: Int32) {
-  stopSignal = signalNumber
+  stopSignal.pointee = signalNumber
 }
 
 /// Catches SIGTERM, SIGINT and SIGHUP once each: the first asks the job to stop (it checks
-/// between calls), the next one of the same kind gets the default action.
+/// between calls), the next one of the same kind gets the default action. A signal the parent
+/// set to be ignored (`nohup`, `trap '' HUP`) stays ignored.
 private func installStopHandlers() {
+  _ = stopSignal.pointee
   // A parent may have started the job with them blocked (the mask survives exec); the job
   // handles them now, so it takes them.
   var unblock = sigset_t()
@@ -186,8 +193,21 @@ private func installStopHandlers() {
     #endif
     sigemptyset(&action.sa_mask)
     action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND) | Int32(truncatingIfNeeded: SA_RESTART)
+    var previous = sigaction()
+    sigaction(signalNumber, nil, &previous)
+    if isIgnored(previous) { continue }
     sigaction(signalNumber, &action, nil)
   }
+}
+
+/// Whether a disposition is SIG_IGN.
+func isIgnored(_ action: sigaction) -> Bool {
+  #if canImport(Glibc)
+    let handler = action.__sigaction_handler.sa_handler
+  #else
+    let handler = action.__sigaction_u.__sa_handler
+  #endif
+  return unsafeBitCast(handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
 }
 
 private func signalName(_ signalNumber: Int32) -> String {

@@ -159,6 +159,32 @@ struct ExpiryTests {
     #expect(run.expiredAtStart == 947)
   }
 
+  @Test("asked to stop: between calls the run stops, recorded, complete false; a dry run asked to stop records nothing")
+  func askedToStop() throws {
+    let table = try Table()
+    try table.add(30, named: "expired", expiresIn: "-2 days")
+    try table.add(40, named: "live", expiresIn: "2 days")
+    let batch = try table.batch()
+    // Asked after the third batch: the call under way (one batch a call here) finishes first.
+    var asked = 0
+    let plan = ExpiryPlan(batchSize: 5, batchesPerCall: 1)
+    let run = try RememberedExpiry.run(
+      plan, on: batch, progress: { if $0.phase == .deleting { asked = $0.batches } }, shouldStop: { asked >= 3 })
+    #expect(run.outcome == .stopped && run.interrupted && !run.complete)
+    #expect(run.deleted == 15)
+    #expect(try table.expiredLeft() == 15)
+    let events = try table.events()
+    #expect(events.count == 1)
+    #expect(events.first?.details.contains(#""outcome": "stopped""#) == true, "\(events.first?.details ?? "")")
+
+    // A dry run asked to stop while counting: no event, nothing changed.
+    let dry = try RememberedExpiry.run(
+      ExpiryPlan(batchSize: 5, dryRun: true), on: batch, shouldStop: { true })
+    #expect(dry.interrupted && dry.deleted == 0)
+    #expect(try table.events().count == 1)
+    #expect(try table.expiredLeft() == 15)
+  }
+
   @Test("--max-runtime stops cleanly with complete false; the next run finishes the work")
   func maxRuntime() throws {
     let table = try Table()
