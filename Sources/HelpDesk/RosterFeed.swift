@@ -196,8 +196,10 @@ private final class RecordBlocks {
     case fieldStart, unquoted, quoted
     /// A quote inside a quoted field: the second of `""`, or the field's end.
     case quoteInQuoted
-    /// After a quoted field's closing quote (and perhaps a CR): a comma or the line's end.
+    /// After a quoted field's closing quote: a comma or the line's end.
     case afterQuoted
+    /// A CR outside quotes: a line feed must follow.
+    case carriageReturn
   }
   private var state = State.fieldStart
   /// How far `pending` has been scanned, and the last record end (line feed) found in it.
@@ -217,7 +219,10 @@ private final class RecordBlocks {
   /// The next block, or nil at the end of the file; `line` is the line it starts on.
   func next(line: Int) throws(DeskError) -> String? {
     while true {
-      try scan(line: line)
+      // The records before a problem are returned first (their own problems come first); the
+      // scan stops at the problem's byte, so the next call finds it again and throws.
+      let problem = scan(line: line)
+      if lastEnd == nil, let problem { throw problem }
       if let end = lastEnd ?? (atEnd && !pending.isEmpty ? pending.count - 1 : nil) {
         if lastEnd == nil, state == .quoted {
           throw .badData(
@@ -257,10 +262,10 @@ private final class RecordBlocks {
     }
   }
 
-  /// Scans the bytes of `pending` not yet scanned, noting the last record end.
-  ///
-  /// - Throws: a data error, with line and column, for a misplaced quote.
-  private func scan(line: Int) throws(DeskError) {
+  /// Scans the bytes of `pending` not yet scanned, noting the last record end, up to the first
+  /// problem: a misplaced quote, a lone CR, a record too long. Returns that problem (line and
+  /// column), leaving its byte unscanned.
+  private func scan(line: Int) -> DeskError? {
     var stray: (index: Int, message: String)?
     var tooLong = false
     pending.withUnsafeBufferPointer { bytes in
@@ -281,10 +286,15 @@ private final class RecordBlocks {
             lastEnd = index
             recordStart = index + 1
           }
+        case (.carriageReturn, _):
+          stray = (
+            index,
+            "a carriage return that doesn't end the line (lines end in CRLF or LF); export the feed as RFC 4180 CSV"
+          )
         case (_, 0x2C):
           state = .fieldStart
           column += 1
-        case (.quoteInQuoted, 0x0D), (.afterQuoted, 0x0D): state = .afterQuoted
+        case (_, 0x0D): state = .carriageReturn
         case (.unquoted, 0x22):
           stray = (
             index,
@@ -305,13 +315,14 @@ private final class RecordBlocks {
       if index - recordStart > maxRecordBytes { tooLong = true }
     }
     if tooLong {
-      throw .badData(
+      return .badData(
         "line \(line + lineFeeds(before: recordStart)): a record runs on for more than \(maxRecordBytes >> 20) MiB; "
-          + "a quote is probably not closed, or the lines end in CR alone; export the feed as RFC 4180 CSV")
+          + "a quote is probably not closed; export the feed as RFC 4180 CSV")
     }
     if let stray {
-      throw .badData("line \(line + lineFeeds(before: stray.index)), column \(column): \(stray.message)")
+      return .badData("line \(line + lineFeeds(before: stray.index)), column \(column): \(stray.message)")
     }
+    return nil
   }
 
   /// Line feeds in `pending` before `index`.

@@ -251,14 +251,25 @@ struct RosterImportTests {
       ["a1,\"Two\nlines\",a1@hms.harvard.edu,active,true", "b2,Bob,b2@hms.harvard.edu,\"active\"x,true"],
       "line 4, column 4: text after a quoted field's closing quote"
     ),
-    // A record that never ends (CR-only line ends, or an unclosed quote in a big file) is
-    // refused once it passes 1 MiB instead of being read to the end of the file.
+    // Line ends in CR alone, which CSV.swift would take for record ends the splitter doesn't see.
+    (
+      ["a1,Ann,a1@hms.harvard.edu,active,true\rb2,Bob,b2@hms.harvard.edu,active,true"],
+      "line 2, column 5: a carriage return that doesn't end the line"
+    ),
+    // A quote never closed in a big file is refused once the record passes 1 MiB, instead of
+    // being read to the end of the file.
+    (
+      ["a1,\"Ann,a1@hms.harvard.edu,active,true"]
+        + Array(repeating: "b2,Bob,b2@hms.harvard.edu,active,true", count: 40_000),
+      "line 2: a record runs on for more than 1 MiB"
+    ),
+    // The first problem is the one reported, though the splitter reads ahead of the checks.
     (
       [
-        "a1,Ann,a1@hms.harvard.edu,active,true\r"
-          + String(repeating: "b2,Bob,b2@hms.harvard.edu,active,true\r", count: 40_000)
+        "a1,Ann,a1.hms.harvard.edu,active,true", "b2,Bob,b2@hms.harvard.edu,active,true",
+        "c3,Pat O\"Brien,c3@hms.harvard.edu,active,true",
       ],
-      "line 2: a record runs on for more than 1 MiB"
+      "line 2, column 3 (email)"
     ),
     (
       [
