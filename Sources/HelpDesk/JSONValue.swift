@@ -33,7 +33,7 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
     case .int(let i): out += String(i)
     case .double(let d): out += d.isFinite ? String(d) : "null"
     case .string(let s): JSONValue.quote(s, into: &out)
-    case .raw(let text): out += text
+    case .raw(let text): JSONValue.escapingControls(text, into: &out)
     case .array(let items):
       out += "["
       for (i, item) in items.enumerated() {
@@ -53,6 +53,27 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
     }
   }
 
+  /// JSON text from elsewhere (PostgreSQL's jsonb output escapes only C0 controls), with DEL,
+  /// C1 controls and the line separators, which can only stand inside its strings, written as
+  /// `\u` escapes: the same document to a JSON reader, nothing a terminal acts on.
+  private static func escapingControls(_ text: String, into out: inout String) {
+    func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+      (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+    guard text.unicodeScalars.contains(where: needsEscape) else {
+      out += text
+      return
+    }
+    for scalar in text.unicodeScalars {
+      if needsEscape(scalar) {
+        let hex = String(scalar.value, radix: 16)
+        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+      } else {
+        out.unicodeScalars.append(scalar)
+      }
+    }
+  }
+
   private static func quote(_ s: String, into out: inout String) {
     out += "\""
     for scalar in s.unicodeScalars {
@@ -62,7 +83,11 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
       case "\n": out += "\\n"
       case "\r": out += "\\r"
       case "\t": out += "\\t"
-      case _ where scalar.value < 0x20 || scalar.value == 0x7F || scalar.value == 0x2028 || scalar.value == 0x2029:
+      // Controls (C0, DEL, C1: a terminal acts on ESC and CSI even inside a JSON string) and the
+      // line separators, written as \u escapes: the same string to a JSON reader.
+      case _
+      where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028
+        || scalar.value == 0x2029:
         let hex = String(scalar.value, radix: 16)
         out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
       default: out.unicodeScalars.append(scalar)
