@@ -245,6 +245,48 @@ struct PhoneVerificationTests {
     #expect(try setup.actions() == ["phone.verification_sent", "phone.verified"])
   }
 
+  @Test("a holder made high risk during the try's second is not released")
+  func releaseRace() throws {
+    let setup = try Setup()
+    _ = try setup.verify()
+    let code = try setup.lastCode()
+    let login = try setup.database.createLogin(.tier2)
+    let database = setup.database
+    let number = setup.number
+    let outcome = Locked<String?>(nil)
+    let group = DispatchGroup()
+    group.enter()
+    Thread.detachNewThread {
+      defer { group.leave() }
+      do {
+        let db = try database.connect(as: login)
+        _ = try PhoneVerification.confirm(
+          try AccountID(parsing: "cd222"), purpose: .ownership, phone: number, code: code,
+          ticket: try Ticket(parsing: "INC7"), release: true, on: db)
+        outcome.update { $0 = "released" }
+      } catch let error as DeskError {
+        outcome.update { $0 = "\(error.status)" }
+      } catch {
+        outcome.update { $0 = "\(error)" }
+      }
+    }
+    // Once the try is waiting out its second (past the early check), the old holder turns high risk.
+    let admin = try setup.database.connect()
+    var sleeping = false
+    for _ in 0..<500 where !sleeping {
+      sleeping =
+        try admin.queryFirst("SELECT count(*) > 0 AS s FROM pg_stat_activity WHERE wait_event = 'PgSleep'")?
+        .decode("s", as: Bool.self) ?? false
+      if !sleeping { usleep(10_000) }
+    }
+    #expect(sleeping)
+    try admin.execute("UPDATE hms2fa.accounts SET high_risk = true WHERE account_id = 'tl321'")
+    group.wait()
+    #expect(outcome.value == "noPermission")
+    let retired = try admin.queryFirst("SELECT count(*) AS n FROM hms2fa.devices WHERE retired_at IS NOT NULL")
+    #expect(try retired?.decode("n", as: Int64.self) == 0)
+  }
+
   @Test("a gateway that fails cancels the code and is 69")
   func deliveryFailure() throws {
     let setup = try Setup()
