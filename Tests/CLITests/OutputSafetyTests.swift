@@ -76,32 +76,42 @@ struct OutputSafetyTests {
       #expect(!out.stdout.unicodeScalars.contains(hidden), "U+\(String(hidden.value, radix: 16)) printed raw")
     }
     #expect(out.stdout.contains("phone\\u{1b}]0;PWNED\\u{7}"))
+    let json = try desk.run(["user", "show", "jd123", "--json"], as: desk.tier1)
+    for hidden: Unicode.Scalar in ["\u{1B}", "\u{7}", "\u{9B}", "\u{2028}"] {
+      #expect(!json.stdout.unicodeScalars.contains(hidden), "U+\(String(hidden.value, radix: 16)) in --json raw")
+    }
   }
 
-  @Test("a gateway that echoes its input: the code never reaches the agent, nor does the database's password")
-  func gatewayEcho() throws {
+  @Test(
+    "a gateway that echoes its input: the code, as digits or spoken, never reaches the agent, nor does the database's password",
+    arguments: ["sms", "voice"])
+  func gatewayEcho(_ channel: String) throws {
     let desk = try Desk()
     let dir = try scratch("echo")
     try program(
       dir + "/gateway",
       "#!/bin/sh\nenv > \(dir)/environment\ntee \(dir)/input >&2\nexit 1\n")
     let out = try desk.run(
-      ["phone", "verify", "jd123", "617-555-0101", "--via", "sms", "--ticket", "INC1"], as: desk.tier1,
+      ["phone", "verify", "jd123", "617-555-0101", "--via", channel, "--ticket", "INC1"], as: desk.tier1,
       environment: [
         "HMS2FA_SMS": "command:\(dir)/gateway", "PGPASSWORD": "db-secret-1", "PGSERVICEFILE": "/nonexistent",
-        "HMS2FA_DATABASE_URL": "dbname=elsewhere",
+        "HMS2FA_DATABASE_URL": "dbname=elsewhere", "PGPPATH": "/home/x/.pgp",
       ])
     #expect(out.status == 69)
     let input = try Data(contentsOf: URL(fileURLWithPath: dir + "/input"))
     let message = try #require(try JSONSerialization.jsonObject(with: input) as? [String: Any])
     let body = try #require(message["body"] as? String)
-    let code = try #require(body.firstMatch(of: /\b\d{6}\b/)).output
-    #expect(!out.stderr.contains(code) && !out.stdout.contains(code))
+    let code = String(body.filter(\.isNumber).prefix(6))
+    let spoken = code.map(String.init).joined(separator: ", ")
+    #expect(code.count == 6)
+    for form in [code, spoken] {
+      #expect(!out.stderr.contains(form) && !out.stdout.contains(form), "\(out.stderr)")
+    }
     #expect(out.stderr.contains("[redacted]"))
     let environment = try String(contentsOfFile: dir + "/environment", encoding: .utf8)
     #expect(!environment.contains("db-secret-1") && !environment.contains("HMS2FA_DATABASE_URL"))
     #expect(!environment.contains("PGSERVICEFILE"))
-    #expect(environment.contains("PATH="))
+    #expect(environment.contains("PATH=") && environment.contains("PGPPATH=/home/x/.pgp"))
   }
 
   @Test("a result that can't be written is exit 74 with one line, not a silent success")
