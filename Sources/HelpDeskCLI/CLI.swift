@@ -70,3 +70,30 @@ public enum CLI {
     }
   }
 }
+
+/// Installs `handler` for the next `signalNumber` only (SA_RESETHAND: the one after gets the
+/// default action), unless the parent had it ignored (`nohup`, `trap '' HUP`), which stays so.
+///
+/// - Returns: the disposition it replaced, to put back later; nil when it installed nothing.
+func catchOnce(
+  _ signalNumber: Int32, with handler: @convention(c) (Int32) -> Void, flags: Int32 = 0
+) -> sigaction? {
+  var previous = sigaction()
+  sigaction(signalNumber, nil, &previous)
+  #if canImport(Glibc)
+    let current = previous.__sigaction_handler.sa_handler
+  #else
+    let current = previous.__sigaction_u.__sa_handler
+  #endif
+  if unsafeBitCast(current, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) { return nil }
+  var action = sigaction()
+  #if canImport(Glibc)
+    action.__sigaction_handler.sa_handler = handler
+  #else
+    action.__sigaction_u.__sa_handler = handler
+  #endif
+  sigemptyset(&action.sa_mask)
+  action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND) | flags
+  sigaction(signalNumber, &action, nil)
+  return previous
+}

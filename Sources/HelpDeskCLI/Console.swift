@@ -126,19 +126,7 @@ extension Console {
       tcgetattr(STDIN_FILENO, &saved)
       savedTerminal.pointee = saved
       for signalNumber in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] {
-        var action = sigaction()
-        #if canImport(Glibc)
-          action.__sigaction_handler.sa_handler = restoreTerminalAndDie
-        #else
-          action.__sigaction_u.__sa_handler = restoreTerminalAndDie
-        #endif
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND)
-        var old = sigaction()
-        sigaction(signalNumber, nil, &old)
-        if isIgnored(old) { continue }  // ignored by the parent (nohup): it stays so
-        sigaction(signalNumber, &action, nil)
-        previous.append((signalNumber, old))
+        if let old = catchOnce(signalNumber, with: restoreTerminalAndDie) { previous.append((signalNumber, old)) }
       }
       var quiet = saved
       quiet.c_lflag &= ~tcflag_t(ECHO)

@@ -185,29 +185,8 @@ private func installStopHandlers() {
   for signalNumber in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&unblock, signalNumber) }
   sigprocmask(SIG_UNBLOCK, &unblock, nil)
   for signalNumber in [SIGTERM, SIGINT, SIGHUP] {
-    var action = sigaction()
-    #if canImport(Glibc)
-      action.__sigaction_handler.sa_handler = requestStop
-    #else
-      action.__sigaction_u.__sa_handler = requestStop
-    #endif
-    sigemptyset(&action.sa_mask)
-    action.sa_flags = Int32(truncatingIfNeeded: SA_RESETHAND) | Int32(truncatingIfNeeded: SA_RESTART)
-    var previous = sigaction()
-    sigaction(signalNumber, nil, &previous)
-    if isIgnored(previous) { continue }
-    sigaction(signalNumber, &action, nil)
+    _ = catchOnce(signalNumber, with: requestStop, flags: Int32(truncatingIfNeeded: SA_RESTART))
   }
-}
-
-/// Whether a disposition is SIG_IGN.
-func isIgnored(_ action: sigaction) -> Bool {
-  #if canImport(Glibc)
-    let handler = action.__sigaction_handler.sa_handler
-  #else
-    let handler = action.__sigaction_u.__sa_handler
-  #endif
-  return unsafeBitCast(handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
 }
 
 private func signalName(_ signalNumber: Int32) -> String {
