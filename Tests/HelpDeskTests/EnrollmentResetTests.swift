@@ -188,7 +188,7 @@ struct EnrollmentResetTests {
     #expect(outcome.browsersRevoked == 2)
   }
 
-  @Test("code-on-file needs an identity proof of the last 15 minutes, checked by the database")
+  @Test("code-on-file needs an unused identity proof of the last 15 minutes, checked by the database")
   func codeOnFile() throws {
     let setup = try Setup()
     let missing = #expect(throws: DeskError.self) { try setup.reset(.codeOnFile) }
@@ -213,6 +213,11 @@ struct EnrollmentResetTests {
     let outcome = try setup.reset(.codeOnFile)
     #expect(outcome.status == "reset")
     #expect(outcome.verifiedVia == "code-on-file")
+    // The proof is used up: a new phone set up since doesn't make it good for a second reset.
+    try Fixtures.device("jd123", isDefault: true, on: setup.admin)
+    let reused = #expect(throws: DeskError.self) { try setup.reset(.codeOnFile) }
+    #expect(reused?.status == .dataError)
+    #expect(reused?.message.contains("identity check") == true)
   }
 
   @Test("a high-risk account needs a different tier-2 agent's approval")
