@@ -2,6 +2,11 @@ import ArgumentParser
 import HelpDesk
 import Postgres
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
 #if canImport(FoundationEssentials)
   import FoundationEssentials
 #else
@@ -38,13 +43,31 @@ struct GlobalOptions: ParsableArguments {
   /// Connects for a look-up: any server that answers, a standby with --read-only (or the
   /// HMS2FA_READ_ONLY_DATABASE_URL servers, when set and --database isn't given).
   func connectForLookup() throws -> Connection {
-    let environment = ProcessInfo.processInfo.environment
-    if database == nil, let url = environment["HMS2FA_READ_ONLY_DATABASE_URL"], !url.isEmpty {
-      let target = try DatabaseTarget.resolve(
-        commandLine: nil, environment: environment.merging(["HMS2FA_DATABASE_URL": url]) { $1 })
-      return try target.connect(for: .readOnly)
+    try LookupTarget(database: database, readOnly: readOnly).connect()
+  }
+}
+
+/// Where a look-up connects: what `--database` and `--read-only` say, outside the argument
+/// parser, so that `user show`'s quick path (`CLI.quickUserShow`) connects exactly as the
+/// parsed command does.
+struct LookupTarget {
+  var database: String?
+  var readOnly: Bool
+
+  func connect() throws -> Connection {
+    // The three variables that matter here, read one by one: copying the whole environment into
+    // a dictionary is a measurable part of `user show`'s start-up.
+    var environment: [String: String] = [:]
+    for name in ["HMS2FA_READ_ONLY_DATABASE_URL", "HMS2FA_DATABASE_URL", "HMS2FA_LOCK_TIMEOUT"] {
+      if let value = getenv(name) { environment[name] = String(cString: value) }
     }
-    return try DatabaseTarget.resolve(commandLine: database).connect(for: readOnly ? .readOnly : .lookup)
+    if database == nil, let url = environment["HMS2FA_READ_ONLY_DATABASE_URL"], !url.isEmpty {
+      environment["HMS2FA_DATABASE_URL"] = url
+      return try DatabaseTarget.resolve(commandLine: nil, environment: environment)
+        .connect(for: .readOnly, environment: environment)
+    }
+    return try DatabaseTarget.resolve(commandLine: database, environment: environment)
+      .connect(for: readOnly ? .readOnly : .lookup, environment: environment)
   }
 }
 

@@ -28,62 +28,9 @@ struct UserCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let key = try AccountKey(parsing: account)
-      let db = try global.connectForLookup()
-      let card = try Lookup.card(for: key, on: db)
-      global.console.emit(.raw(card.json)) { render(card.account) }
-    }
-
-    private func render(_ a: AccountCard.Account) -> String {
-      var lines: [String] = []
-      lines.append("\(shown(a.accountId))  \(shown(a.displayName)) <\(shown(a.email))>")
-      lines.append("status         \(a.status)\(a.highRisk ? "  (high risk: resets need a second agent)" : "")")
-      let setup = a.startSetupVisible ? "\"Start setup\" is shown" : "\"Start setup\" is hidden"
-      lines.append("enrollment     \(a.enrollment) (\(setup))")
-      lines.append("when I log in  \(a.loginAction)")
-      lines.append("")
-      if a.devices.isEmpty {
-        lines.append("devices: none")
-      } else {
-        lines.append("devices:")
-        lines.append(
-          table(
-            ["ID", "KIND", "PLATFORM", "PHONE", "LABEL", "STATE", "DEFAULT", "LAST USED", "RETIRED"],
-            a.devices.map { d in
-              [
-                String(d.deviceId), d.kind, d.platform ?? "-", d.phone ?? "-", shown(d.label), d.state,
-                d.isDefault ? "yes" : "", d.lastUsedAt ?? "never",
-                d.retiredAt.map { "\($0) \(shown(d.retiredReason))" } ?? "",
-              ]
-            }, indent: "  "))
-      }
-      let b = a.rememberedBrowsers
-      lines.append("")
-      lines.append("remembered browsers: \(b.active) active, \(b.expired) expired awaiting purge, \(b.revoked) revoked")
-      if let links = a.activationLinks {
-        lines.append("")
-        if links.isEmpty {
-          lines.append("activation links: none outstanding")
-        } else {
-          lines.append("activation links:")
-          lines.append(
-            table(
-              ["LINK", "DEVICE", "SENT", "EXPIRES"],
-              links.map { [String($0.linkId), String($0.deviceId), $0.sentAt, $0.expiresAt] }, indent: "  "))
-        }
-      }
-      lines.append("")
-      if a.recentAudit.isEmpty {
-        lines.append("recent audit: none")
-      } else {
-        lines.append("recent audit:")
-        lines.append(
-          table(
-            ["EVENT", "AT", "ACTOR", "ACTION", "TICKET"],
-            a.recentAudit.map { [String($0.eventId), $0.at, shown($0.actor), $0.action, shown($0.ticket)] },
-            indent: "  "))
-      }
-      return lines.joined(separator: "\n")
+      try ShowCard.run(
+        account: account, from: LookupTarget(database: global.database, readOnly: global.readOnly),
+        console: global.console)
     }
   }
 
@@ -134,5 +81,67 @@ struct UserCommand: ParsableCommand {
           + (matches.count == limit ? "\n(first \(limit) shown; narrow the search or raise --limit)" : "")
       }
     }
+  }
+}
+
+/// `user show`: the card of one person, as the parsed command and the quick path print it.
+enum ShowCard {
+  static func run(account: String, from target: LookupTarget, console: Console) throws {
+    let key = try AccountKey(parsing: account)
+    let db = try target.connect()
+    let card = try Lookup.card(for: key, on: db)
+    console.emit(.raw(card.json)) { render(card.account) }
+  }
+
+  private static func render(_ a: AccountCard.Account) -> String {
+    var lines: [String] = []
+    lines.append("\(shown(a.accountId))  \(shown(a.displayName)) <\(shown(a.email))>")
+    lines.append("status         \(a.status)\(a.highRisk ? "  (high risk: resets need a second agent)" : "")")
+    let setup = a.startSetupVisible ? "\"Start setup\" is shown" : "\"Start setup\" is hidden"
+    lines.append("enrollment     \(a.enrollment) (\(setup))")
+    lines.append("when I log in  \(a.loginAction)")
+    lines.append("")
+    if a.devices.isEmpty {
+      lines.append("devices: none")
+    } else {
+      lines.append("devices:")
+      lines.append(
+        table(
+          ["ID", "KIND", "PLATFORM", "PHONE", "LABEL", "STATE", "DEFAULT", "LAST USED", "RETIRED"],
+          a.devices.map { d in
+            [
+              String(d.deviceId), d.kind, d.platform ?? "-", d.phone ?? "-", shown(d.label), d.state,
+              d.isDefault ? "yes" : "", d.lastUsedAt ?? "never",
+              d.retiredAt.map { "\($0) \(shown(d.retiredReason))" } ?? "",
+            ]
+          }, indent: "  "))
+    }
+    let b = a.rememberedBrowsers
+    lines.append("")
+    lines.append("remembered browsers: \(b.active) active, \(b.expired) expired awaiting purge, \(b.revoked) revoked")
+    if let links = a.activationLinks {
+      lines.append("")
+      if links.isEmpty {
+        lines.append("activation links: none outstanding")
+      } else {
+        lines.append("activation links:")
+        lines.append(
+          table(
+            ["LINK", "DEVICE", "SENT", "EXPIRES"],
+            links.map { [String($0.linkId), String($0.deviceId), $0.sentAt, $0.expiresAt] }, indent: "  "))
+      }
+    }
+    lines.append("")
+    if a.recentAudit.isEmpty {
+      lines.append("recent audit: none")
+    } else {
+      lines.append("recent audit:")
+      lines.append(
+        table(
+          ["EVENT", "AT", "ACTOR", "ACTION", "TICKET"],
+          a.recentAudit.map { [String($0.eventId), $0.at, shown($0.actor), $0.action, shown($0.ticket)] },
+          indent: "  "))
+    }
+    return lines.joined(separator: "\n")
   }
 }

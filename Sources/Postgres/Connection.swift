@@ -68,7 +68,7 @@ public final class Connection {
     var keywords: [String] = []
     var values: [String] = []
     // Later entries override earlier ones, so the caller's conninfo (dbname, expanded) wins.
-    if ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
+    if getenv("PGCONNECT_TIMEOUT") == nil {
       keywords.append("connect_timeout")
       values.append(String(max(connectTimeout, 2)))
     }

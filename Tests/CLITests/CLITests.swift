@@ -53,6 +53,39 @@ struct CLITests {
     #expect((card["remembered_browsers"] as? [String: Any])?["active"] as? Int == 1)
   }
 
+  @Test("user show's plain forms, read without the argument parser, print what the parser's reading prints")
+  func userShowQuickPath() throws {
+    let desk = try Desk()
+    let conninfo = try desk.database.conninfo(user: desk.tier1)
+    // `--` before the account sends a command line to the argument parser; without it, the
+    // plain forms take the quick path (CLI.quickUserShow).
+    let cases: [(key: String, options: [String])] = [
+      ("jd123", []), ("jd123", ["--json"]), ("JANE_DOE@hms.harvard.edu", ["--read-only"]),
+      ("zz999", []), ("zz999", ["--json"]), ("jd'123", []), ("jd'123", ["--json"]), ("", []),
+    ]
+    for (key, options) in cases {
+      let parsed = try Tool.run(["user", "show"] + options + ["--database", conninfo, "--", key])
+      for quick in [
+        ["user", "show", key] + options + ["--database", conninfo],
+        ["user", "show"] + options.reversed() + ["--database=" + conninfo, key],
+      ] {
+        let out = try Tool.run(quick)
+        #expect(out.status == parsed.status, "\(key) \(options)")
+        #expect(out.stdout == parsed.stdout, "\(key) \(options)")
+        #expect(out.stderr == parsed.stderr, "\(key) \(options)")
+      }
+    }
+    #expect(try Tool.run(["user", "show", "jd123", "--database", conninfo]).stdout.contains("Jane Doe"))
+    // What the quick path leaves to the parser still gets the parser's answers.
+    #expect(try Tool.run(["user", "show", "--database", conninfo]).status == 64)
+    #expect(try Tool.run(["user", "show", "jd123", "jd124", "--database", conninfo]).status == 64)
+    #expect(try Tool.run(["user", "show", "jd123", "--bogus", "--database", conninfo]).status == 64)
+    #expect(try Tool.run(["user", "show", "jd123", "--database"]).status == 64)
+    let help = try Tool.run(["user", "show", "jd123", "--help"])
+    #expect(help.status == 0)
+    #expect(help.stdout.contains("USAGE"))
+  }
+
   @Test("exit 67 for nobody, 64 for a malformed id, each with one line on stderr")
   func lookupErrors() throws {
     let desk = try Desk()
