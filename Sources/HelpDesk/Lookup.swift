@@ -1,18 +1,12 @@
 import Postgres
 
-#if canImport(FoundationEssentials)
-  import FoundationEssentials
-#else
-  import Foundation
-#endif
-
 /// Everything the desk sees about one person, as the database composed it.
 public struct AccountCard: Sendable {
   /// The card as JSON, with the contract's field names: what `user show --json` prints.
   public let json: String
   public let account: Account
 
-  public struct Account: Decodable, Sendable {
+  public struct Account: Sendable {
     public var accountId: String
     public var displayName: String
     public var email: String
@@ -28,7 +22,7 @@ public struct AccountCard: Sendable {
     public var recentAudit: [AuditEntry]
   }
 
-  public struct Device: Decodable, Sendable {
+  public struct Device: Sendable {
     public var deviceId: Int64
     public var kind: String
     public var platform: String?
@@ -43,26 +37,129 @@ public struct AccountCard: Sendable {
     public var retiredReason: String?
   }
 
-  public struct RememberedBrowsers: Decodable, Sendable {
+  public struct RememberedBrowsers: Sendable {
     public var active: Int
     public var expired: Int
     public var revoked: Int
   }
 
-  public struct ActivationLink: Decodable, Sendable {
+  public struct ActivationLink: Sendable {
     public var linkId: Int64
     public var deviceId: Int64
     public var sentAt: String
     public var expiresAt: String
   }
 
-  public struct AuditEntry: Decodable, Sendable {
+  public struct AuditEntry: Sendable {
     public var eventId: Int64
     public var at: String
     public var actor: String
     public var action: String
     public var ticket: String?
     public var reason: String?
+  }
+}
+
+extension AccountCard.Account {
+  init(_ card: CardReader) throws {
+    accountId = try card.string("account_id")
+    displayName = try card.string("display_name")
+    email = try card.string("email")
+    status = try card.string("status")
+    highRisk = try card.bool("high_risk")
+    loginAction = try card.string("login_action")
+    createdAt = try card.string("created_at")
+    enrollment = try card.string("enrollment")
+    startSetupVisible = try card.bool("start_setup_visible")
+    devices = try card.array("devices").map { d in
+      AccountCard.Device(
+        deviceId: try d.int("device_id"), kind: try d.string("kind"), platform: try d.optionalString("platform"),
+        phone: try d.optionalString("phone"), label: try d.optionalString("label"), state: try d.string("state"),
+        isDefault: try d.bool("is_default"), activatedAt: try d.optionalString("activated_at"),
+        createdAt: try d.string("created_at"), lastUsedAt: try d.optionalString("last_used_at"),
+        retiredAt: try d.optionalString("retired_at"), retiredReason: try d.optionalString("retired_reason"))
+    }
+    let browsers = try card.object("remembered_browsers")
+    rememberedBrowsers = AccountCard.RememberedBrowsers(
+      active: Int(try browsers.int("active")), expired: Int(try browsers.int("expired")),
+      revoked: Int(try browsers.int("revoked")))
+    activationLinks = try card.optionalArray("activation_links")?.map { l in
+      AccountCard.ActivationLink(
+        linkId: try l.int("link_id"), deviceId: try l.int("device_id"), sentAt: try l.string("sent_at"),
+        expiresAt: try l.string("expires_at"))
+    }
+    recentAudit = try card.array("recent_audit").map { e in
+      AccountCard.AuditEntry(
+        eventId: try e.int("event_id"), at: try e.string("at"), actor: try e.string("actor"),
+        action: try e.string("action"), ticket: try e.optionalString("ticket"), reason: try e.optionalString("reason"))
+    }
+  }
+}
+
+/// Typed reading of a JSON object's members, naming the member that is missing or of the wrong
+/// type.
+struct CardReader {
+  struct Mismatch: Error, CustomStringConvertible {
+    var description: String
+  }
+
+  let value: JSONValue
+  let path: String
+
+  init(_ value: JSONValue, at path: String) {
+    self.value = value
+    self.path = path
+  }
+
+  private func member(_ name: String) throws(Mismatch) -> JSONValue {
+    guard case .object = value else { throw Mismatch(description: "\(path) is not an object") }
+    guard let member = value[name] else { throw Mismatch(description: "\(path).\(name) is missing") }
+    return member
+  }
+
+  private func mismatch(_ name: String, _ expected: String) -> Mismatch {
+    Mismatch(description: "\(path).\(name) is not \(expected)")
+  }
+
+  func string(_ name: String) throws(Mismatch) -> String {
+    guard case .string(let text) = try member(name) else { throw mismatch(name, "a string") }
+    return text
+  }
+
+  func optionalString(_ name: String) throws(Mismatch) -> String? {
+    switch try member(name) {
+    case .null: return nil
+    case .string(let text): return text
+    default: throw mismatch(name, "a string or null")
+    }
+  }
+
+  func bool(_ name: String) throws(Mismatch) -> Bool {
+    guard case .bool(let flag) = try member(name) else { throw mismatch(name, "true or false") }
+    return flag
+  }
+
+  func int(_ name: String) throws(Mismatch) -> Int64 {
+    guard case .int(let number) = try member(name) else { throw mismatch(name, "an integer") }
+    return number
+  }
+
+  func object(_ name: String) throws(Mismatch) -> CardReader {
+    let member = try member(name)
+    guard case .object = member else { throw mismatch(name, "an object") }
+    return CardReader(member, at: "\(path).\(name)")
+  }
+
+  func array(_ name: String) throws(Mismatch) -> [CardReader] {
+    guard case .array(let items) = try member(name) else { throw mismatch(name, "an array") }
+    return items.enumerated().map { CardReader($1, at: "\(path).\(name)[\($0)]") }
+  }
+
+  /// An array that may be absent (a card from before migration 0004) or null.
+  func optionalArray(_ name: String) throws(Mismatch) -> [CardReader]? {
+    guard case .object = value, value[name] != nil else { return nil }
+    if case .null = try member(name) { return nil }
+    return try array(name)
   }
 }
 
@@ -94,10 +191,8 @@ public enum Lookup {
       }
     }
     do {
-      let decoder = JSONDecoder()
-      decoder.keyDecodingStrategy = .convertFromSnakeCase
-      let account = try decoder.decode(AccountCard.Account.self, from: Data(json.utf8))
-      return AccountCard(json: json, account: account)
+      return AccountCard(
+        json: json, account: try AccountCard.Account(CardReader(try JSONValue.parse(json), at: "card")))
     } catch {
       throw DeskError(.software, "internal error: the account card did not decode: \(error)")
     }
