@@ -130,7 +130,7 @@ public final class Connection {
   /// The keywords a conninfo sets (values omitted), e.g. to refuse a password typed in argv.
   ///
   /// - Throws: `.configuration` when it doesn't parse.
-  public static func keywordsSet(in conninfo: String) throws(PostgresError) -> Set<String> {
+  public static func keywordsSet(in conninfo: String) throws(PostgresError) -> [String] {
     if isBareDatabaseName(conninfo) { return ["dbname"] }
     var errorMessage: UnsafeMutablePointer<CChar>?
     guard let options = PQconninfoParse(conninfo, &errorMessage) else {
@@ -139,10 +139,10 @@ public final class Connection {
       throw PostgresError(.configuration, message: "invalid connection string: \(reason)")
     }
     defer { PQconninfoFree(options) }
-    var result: Set<String> = []
+    var result: [String] = []
     var option = options
     while let keyword = option.pointee.keyword {
-      if option.pointee.val != nil { result.insert(String(cString: keyword)) }
+      if option.pointee.val != nil { result.append(String(cString: keyword)) }
       option += 1
     }
     return result
