@@ -152,57 +152,44 @@ extension JSONValue {
       case UInt8(ascii: "{"):
         offset += 1
         var members: [(String, JSONValue)] = []
-        skipSpace()
-        if offset < bytes.count, bytes[offset] == UInt8(ascii: "}") {
-          offset += 1
-          return .object(members)
-        }
-        while true {
+        if consume(UInt8(ascii: "}")) { return .object(members) }
+        repeat {
           skipSpace()
           guard offset < bytes.count, bytes[offset] == UInt8(ascii: "\"") else { throw error("a member name expected") }
           let name = try string()
-          skipSpace()
-          guard offset < bytes.count, bytes[offset] == UInt8(ascii: ":") else { throw error("':' expected") }
-          offset += 1
+          guard consume(UInt8(ascii: ":")) else { throw error("':' expected") }
           members.append((name, try value(depth: depth + 1)))
-          skipSpace()
-          guard offset < bytes.count else { throw error("'}' expected") }
-          if bytes[offset] == UInt8(ascii: ",") {
-            offset += 1
-          } else if bytes[offset] == UInt8(ascii: "}") {
-            offset += 1
-            return .object(members)
-          } else {
-            throw error("',' or '}' expected")
-          }
-        }
+        } while try !endOrComma(UInt8(ascii: "}"))
+        return .object(members)
       case UInt8(ascii: "["):
         offset += 1
         var items: [JSONValue] = []
-        skipSpace()
-        if offset < bytes.count, bytes[offset] == UInt8(ascii: "]") {
-          offset += 1
-          return .array(items)
-        }
-        while true {
+        if consume(UInt8(ascii: "]")) { return .array(items) }
+        repeat {
           items.append(try value(depth: depth + 1))
-          skipSpace()
-          guard offset < bytes.count else { throw error("']' expected") }
-          if bytes[offset] == UInt8(ascii: ",") {
-            offset += 1
-          } else if bytes[offset] == UInt8(ascii: "]") {
-            offset += 1
-            return .array(items)
-          } else {
-            throw error("',' or ']' expected")
-          }
-        }
+        } while try !endOrComma(UInt8(ascii: "]"))
+        return .array(items)
       case UInt8(ascii: "\""): return .string(try string())
       case UInt8(ascii: "t"): return try literal("true", .bool(true))
       case UInt8(ascii: "f"): return try literal("false", .bool(false))
       case UInt8(ascii: "n"): return try literal("null", .null)
       default: return try number()
       }
+    }
+
+    /// Skips white space, then takes `byte` if it comes next.
+    mutating func consume(_ byte: UInt8) -> Bool {
+      skipSpace()
+      guard offset < bytes.count, bytes[offset] == byte else { return false }
+      offset += 1
+      return true
+    }
+
+    /// After a member or an item: true when `closer` ends the container, false after a comma.
+    mutating func endOrComma(_ closer: UInt8) throws(SyntaxError) -> Bool {
+      if consume(UInt8(ascii: ",")) { return false }
+      if consume(closer) { return true }
+      throw error("',' or '\(Character(Unicode.Scalar(closer)))' expected")
     }
 
     mutating func literal(_ word: StaticString, _ value: JSONValue) throws(SyntaxError) -> JSONValue {
