@@ -91,6 +91,14 @@ func table(_ header: [String], _ rows: [[String]], indent: String = "") -> Strin
   return ([line(header)] + rows.map(line)).joined(separator: "\n")
 }
 
+/// A titled list for a text view: `title: none` (or `empty`) without rows, else `title:` with
+/// the table under it, indented two spaces further.
+func titledTable(
+  _ title: String, _ header: [String], _ rows: [[String]], indent: String = "", empty: String = "none"
+) -> String {
+  rows.isEmpty ? "\(indent)\(title): \(empty)" : "\(indent)\(title):\n" + table(header, rows, indent: indent + "  ")
+}
+
 /// Shows a value for a person: control and invisible characters made visible.
 func shown(_ text: String?) -> String {
   guard let text else { return "-" }

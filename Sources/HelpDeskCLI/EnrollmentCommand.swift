@@ -186,20 +186,15 @@ func planText(_ plan: ResetOutcome) -> String {
   var lines = [
     "reset plan for \(plan.accountID), \(shown(plan.displayName)) <\(plan.email)>\(plan.highRisk ? " (HIGH RISK)" : ""):"
   ]
-  if plan.devices.isEmpty {
-    lines.append("  devices to retire: none")
-  } else {
-    lines.append("  devices to retire:")
-    lines.append(
-      table(
-        ["ID", "KIND", "LABEL", "PHONE", "STATE", "DEFAULT", "LAST USED"],
-        plan.devices.map {
-          [
-            String($0.deviceId), $0.kind + ($0.platform.map { "/\($0)" } ?? ""), shown($0.label), $0.phone ?? "-",
-            $0.state, $0.isDefault ? "yes" : "", $0.lastUsedAt ?? "never",
-          ]
-        }, indent: "    "))
-  }
+  lines.append(
+    titledTable(
+      "devices to retire", ["ID", "KIND", "LABEL", "PHONE", "STATE", "DEFAULT", "LAST USED"],
+      plan.devices.map {
+        [
+          String($0.deviceId), $0.kind + ($0.platform.map { "/\($0)" } ?? ""), shown($0.label), $0.phone ?? "-",
+          $0.state, $0.isDefault ? "yes" : "", $0.lastUsedAt ?? "never",
+        ]
+      }, indent: "  "))
   lines.append("  activation links to revoke: \(plan.links)")
   lines.append("  remembered browsers to revoke: \(plan.browsers)")
   lines.append("  verification codes to cancel: \(plan.codes)")

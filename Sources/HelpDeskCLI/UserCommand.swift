@@ -101,47 +101,31 @@ enum ShowCard {
     lines.append("enrollment     \(a.enrollment) (\(setup))")
     lines.append("when I log in  \(a.loginAction)")
     lines.append("")
-    if a.devices.isEmpty {
-      lines.append("devices: none")
-    } else {
-      lines.append("devices:")
-      lines.append(
-        table(
-          ["ID", "KIND", "PLATFORM", "PHONE", "LABEL", "STATE", "DEFAULT", "LAST USED", "RETIRED"],
-          a.devices.map { d in
-            [
-              String(d.deviceId), d.kind, d.platform ?? "-", d.phone ?? "-", shown(d.label), d.state,
-              d.isDefault ? "yes" : "", d.lastUsedAt ?? "never",
-              d.retiredAt.map { "\($0) \(shown(d.retiredReason))" } ?? "",
-            ]
-          }, indent: "  "))
-    }
+    lines.append(
+      titledTable(
+        "devices", ["ID", "KIND", "PLATFORM", "PHONE", "LABEL", "STATE", "DEFAULT", "LAST USED", "RETIRED"],
+        a.devices.map { d in
+          [
+            String(d.deviceId), d.kind, d.platform ?? "-", d.phone ?? "-", shown(d.label), d.state,
+            d.isDefault ? "yes" : "", d.lastUsedAt ?? "never",
+            d.retiredAt.map { "\($0) \(shown(d.retiredReason))" } ?? "",
+          ]
+        }))
     let b = a.rememberedBrowsers
     lines.append("")
     lines.append("remembered browsers: \(b.active) active, \(b.expired) expired awaiting purge, \(b.revoked) revoked")
     if let links = a.activationLinks {
       lines.append("")
-      if links.isEmpty {
-        lines.append("activation links: none outstanding")
-      } else {
-        lines.append("activation links:")
-        lines.append(
-          table(
-            ["LINK", "DEVICE", "SENT", "EXPIRES"],
-            links.map { [String($0.linkId), String($0.deviceId), $0.sentAt, $0.expiresAt] }, indent: "  "))
-      }
+      lines.append(
+        titledTable(
+          "activation links", ["LINK", "DEVICE", "SENT", "EXPIRES"],
+          links.map { [String($0.linkId), String($0.deviceId), $0.sentAt, $0.expiresAt] }, empty: "none outstanding"))
     }
     lines.append("")
-    if a.recentAudit.isEmpty {
-      lines.append("recent audit: none")
-    } else {
-      lines.append("recent audit:")
-      lines.append(
-        table(
-          ["EVENT", "AT", "ACTOR", "ACTION", "TICKET"],
-          a.recentAudit.map { [String($0.eventId), $0.at, shown($0.actor), $0.action, shown($0.ticket)] },
-          indent: "  "))
-    }
+    lines.append(
+      titledTable(
+        "recent audit", ["EVENT", "AT", "ACTOR", "ACTION", "TICKET"],
+        a.recentAudit.map { [String($0.eventId), $0.at, shown($0.actor), $0.action, shown($0.ticket)] }))
     return lines.joined(separator: "\n")
   }
 }
