@@ -2,15 +2,16 @@
 public struct ColumnSet: Sendable {
   public let names: [String]
   public let types: [UInt32]
-  let indexByName: [String: Int]
 
   init(names: [String], types: [UInt32]) {
     self.names = names
     self.types = types
-    var index: [String: Int] = [:]
-    for (i, name) in names.enumerated() where index[name] == nil { index[name] = i }
-    self.indexByName = index
   }
+
+  /// The first column with this name. A linear search: results have a handful of columns, and a
+  /// dictionary here was the first `[String: Int]` of every process, whose type metadata the
+  /// Swift runtime builds at run time, a measurable part of `user show`'s start-up.
+  func index(of name: String) -> Int? { names.firstIndex(of: name) }
 }
 
 /// One row of a result, its values still in PostgreSQL's binary format.
@@ -28,7 +29,7 @@ public struct Row: Sendable {
   /// Throws a `.decoding` error naming the column, the Swift type and the PostgreSQL type when
   /// the column is missing, NULL for a non-optional type, or of an incompatible type.
   public func decode<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws(PostgresError) -> T {
-    guard let index = columns.indexByName[column] else {
+    guard let index = columns.index(of: column) else {
       throw PostgresError(.decoding, message: "the result has no column \"\(column)\"")
     }
     return try decode(at: index, as: type)
@@ -54,7 +55,7 @@ public struct Row: Sendable {
 
   /// True when the named column is SQL NULL.
   public func isNull(_ column: String) -> Bool {
-    guard let index = columns.indexByName[column] else { return true }
+    guard let index = columns.index(of: column) else { return true }
     return values[index] == nil
   }
 }
