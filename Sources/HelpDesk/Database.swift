@@ -1,10 +1,22 @@
 import Postgres
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
 #if canImport(FoundationEssentials)
   import FoundationEssentials
 #else
   import Foundation
 #endif
+
+/// A variable of the process's environment, read by name (getenv): copying the whole environment
+/// into a dictionary, as `ProcessInfo.environment` does, is a measurable part of a look-up's
+/// start-up.
+public func environmentVariable(_ name: String) -> String? {
+  getenv(name).map { String(cString: $0) }
+}
 
 /// Where the tool connects: `--database`, else `HMS2FA_DATABASE_URL`, else libpq's defaults
 /// (PGHOST, PGSERVICE, ~/.pgpass, …).
@@ -24,7 +36,7 @@ public struct DatabaseTarget: Sendable {
   ///   visible to every user of the machine in the process list), a configuration one when it
   ///   doesn't parse.
   public static func resolve(
-    commandLine: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    commandLine: String?, environment: (String) -> String? = environmentVariable
   ) throws(DeskError) -> DatabaseTarget {
     if let commandLine {
       let keywords: [String]
@@ -42,7 +54,7 @@ public struct DatabaseTarget: Sendable {
       }
       return DatabaseTarget(conninfo: commandLine)
     }
-    if let url = environment["HMS2FA_DATABASE_URL"], !url.isEmpty {
+    if let url = environment("HMS2FA_DATABASE_URL"), !url.isEmpty {
       do {
         try Connection.validate(conninfo: url)
       } catch {
@@ -77,10 +89,10 @@ public struct DatabaseTarget: Sendable {
   ///
   /// - Throws: `DeskError` 69 (unreachable; for a change: no writable server), 77, 78.
   public func connect(
-    for purpose: Purpose, environment: [String: String] = ProcessInfo.processInfo.environment
+    for purpose: Purpose, environment: (String) -> String? = environmentVariable
   ) throws(DeskError) -> Connection {
     var lockTimeout: Int64 = 5
-    if let text = environment["HMS2FA_LOCK_TIMEOUT"] {
+    if let text = environment("HMS2FA_LOCK_TIMEOUT") {
       guard let duration = try? DeskDuration(parsing: text), duration.seconds <= 600 else {
         throw DeskError(
           .configuration, "HMS2FA_LOCK_TIMEOUT=\(quoted(text)) is not a duration of at most 10m (e.g. 5s)")

@@ -2,11 +2,6 @@ import ArgumentParser
 import HelpDesk
 import Postgres
 
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Darwin)
-  import Darwin
-#endif
 #if canImport(FoundationEssentials)
   import FoundationEssentials
 #else
@@ -55,19 +50,11 @@ struct LookupTarget {
   var readOnly: Bool
 
   func connect() throws -> Connection {
-    // The three variables that matter here, read one by one: copying the whole environment into
-    // a dictionary is a measurable part of `user show`'s start-up.
-    var environment: [String: String] = [:]
-    for name in ["HMS2FA_READ_ONLY_DATABASE_URL", "HMS2FA_DATABASE_URL", "HMS2FA_LOCK_TIMEOUT"] {
-      if let value = getenv(name) { environment[name] = String(cString: value) }
+    if database == nil, let url = environmentVariable("HMS2FA_READ_ONLY_DATABASE_URL"), !url.isEmpty {
+      let standbys = { (name: String) in name == "HMS2FA_DATABASE_URL" ? url : environmentVariable(name) }
+      return try DatabaseTarget.resolve(commandLine: nil, environment: standbys).connect(for: .readOnly)
     }
-    if database == nil, let url = environment["HMS2FA_READ_ONLY_DATABASE_URL"], !url.isEmpty {
-      environment["HMS2FA_DATABASE_URL"] = url
-      return try DatabaseTarget.resolve(commandLine: nil, environment: environment)
-        .connect(for: .readOnly, environment: environment)
-    }
-    return try DatabaseTarget.resolve(commandLine: database, environment: environment)
-      .connect(for: readOnly ? .readOnly : .lookup, environment: environment)
+    return try DatabaseTarget.resolve(commandLine: database).connect(for: readOnly ? .readOnly : .lookup)
   }
 }
 

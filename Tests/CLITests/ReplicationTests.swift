@@ -72,6 +72,10 @@ struct ReplicationTests {
     let readOnly = try Tool.run(
       ["audit", "log", "--json"], environment: ["HMS2FA_READ_ONLY_DATABASE_URL": both])
     #expect(readOnly.status == 0, "\(readOnly.stderr)")
+    // user show's quick path reads the same variable (and nothing else tells it where to go).
+    let card = try Tool.run(["user", "show", "jd123"], environment: ["HMS2FA_READ_ONLY_DATABASE_URL": both])
+    #expect(card.status == 0, "\(card.stderr)")
+    #expect(card.stdout.contains("jd123"))
     let refused = try Tool.run(["remembered", "revoke", "jd123", "--ticket", "T2", "--database", both])
     #expect(refused.status == 69)
     #expect(refused.stderr.split(separator: "\n").count == 1)
