@@ -126,7 +126,9 @@ struct CardReader {
     return text
   }
 
+  /// A string that may be null or absent (as `JSONDecoder` read an optional).
   func optionalString(_ name: String) throws(Mismatch) -> String? {
+    guard case .object = value, value[name] != nil else { return nil }
     switch try member(name) {
     case .null: return nil
     case .string(let text): return text

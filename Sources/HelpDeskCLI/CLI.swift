@@ -81,8 +81,9 @@ extension CLI {
   /// start-up than the look-up itself (README, Benchmarks). Taken only: `user show` then, in any
   /// order, one ACCOUNT not starting with "-", and at most once each `--json`, `--read-only`,
   /// `--database VALUE` or `--database=VALUE` (a non-empty value not starting with "-").
-  /// Anything else (`--help`, `--`, an unknown or repeated option, no account, two accounts)
-  /// returns nil and goes to the parser, which owns every message about a command line.
+  /// Anything else (`--help`, `--`, an unknown or repeated option, no account, two accounts, an
+  /// account spelled `help`) returns nil and goes to the parser, which owns every message about
+  /// a command line.
   static func quickUserShow(_ arguments: [String]) -> (account: String, target: LookupTarget)? {
     guard arguments.count >= 3, arguments[0] == "user", arguments[1] == "show" else { return nil }
     var account: String?
