@@ -123,11 +123,16 @@ public struct DatabaseTarget: Sendable {
       throw desk
     }
     do {
-      // A utility statement in the simple protocol: no function to look up and plan in the new
-      // session's cold catalog caches, as `SELECT set_config(…)` had (0.3 ms of server time).
-      // The value is a number this function made. The startup packet's `options` would save the
-      // round trip, but a pooler in session mode (PgBouncer) refuses or drops that parameter.
-      try connection.runScript("SET lock_timeout = \(lockTimeout * 1000)")
+      // Utility statements in the simple protocol, one round trip: no function to look up and
+      // plan in the new session's cold catalog caches, as `SELECT set_config(…)` had (0.3 ms of
+      // server time). The values are numbers this function made. The startup packet's `options`
+      // would save the round trip, but a pooler in session mode (PgBouncer) refuses or drops it.
+      var settings = "SET lock_timeout = \(lockTimeout * 1000)"
+      // A client that goes away (Ctrl-C, a kill, a dropped link) is noticed within a second
+      // while its statement runs or waits for a lock, and the backend ends with its locks,
+      // instead of holding them until the statement is done (PostgreSQL 14 and later).
+      if connection.serverVersion >= 140_000 { settings += "; SET client_connection_check_interval = 1000" }
+      try connection.runScript(settings)
     } catch {
       throw deskError(error)
     }

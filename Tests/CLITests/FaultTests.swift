@@ -159,6 +159,54 @@ struct FaultTests {
     #expect(try desk.run(["remembered", "revoke", "jd123", "--ticket", "F2"]).status == 0)
   }
 
+  @Test("a command killed while it waits for a lock: its backend ends within seconds, its change never made")
+  func killedWhileWaiting() throws {
+    let desk = try Desk()
+    let before = try desk.database.snapshot()
+    let holder = try desk.database.connect()
+    try holder.execute("BEGIN")
+    try holder.execute("SELECT 1 FROM hms2fa.accounts WHERE account_id = 'jd123' FOR UPDATE")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: Tool.binary)
+    process.arguments = [
+      "remembered", "revoke", "jd123", "--ticket", "F4", "--database", try desk.database.conninfo(user: desk.agent),
+    ]
+    process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HMS2FA_LOCK_TIMEOUT": "60s"]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    // Watched from another session: one inside a transaction sees pg_stat_activity as it was at
+    // the transaction's first look.
+    func backends(waiting: Bool) throws -> Int {
+      try desk.admin.queryFirst(
+        """
+        SELECT count(*)::int AS n FROM pg_stat_activity
+         WHERE application_name = 'hms2fa-admin' AND datname = current_database()
+           AND (\(waiting) IS FALSE OR wait_event_type = 'Lock')
+        """)?.decode("n", as: Int.self) ?? -1
+    }
+    var waited = 0
+    while try backends(waiting: true) == 0, waited < 100 {
+      usleep(100_000)
+      waited += 1
+    }
+    #expect(try backends(waiting: true) == 1, "the command never waited for the lock")
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+    // The holder keeps its lock: only noticing the closed connection ends the waiting backend.
+    var gone = false
+    for _ in 0..<50 where !gone {
+      usleep(100_000)
+      gone = try backends(waiting: false) == 0
+    }
+    #expect(gone, "the killed command's backend still waits for the lock")
+    // Had it still been waiting, it would now take the lock and commit a revocation that nobody
+    // is there to see.
+    try holder.execute("ROLLBACK")
+    usleep(300_000)
+    #expect(try desk.database.snapshot() == before)
+  }
+
   @Test("a server that accepts TCP but never answers: the connect timeout is honoured, exit 69")
   func blackHole() throws {
     let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
