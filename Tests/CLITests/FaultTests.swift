@@ -62,6 +62,14 @@ struct FaultTests {
       ]
     }
 
+    /// Another session, in a transaction that holds jd123's account row: what a change waits for.
+    func holdingAccount() throws -> Connection {
+      let holder = try database.connect()
+      try holder.execute("BEGIN")
+      try holder.execute("SELECT 1 FROM hms2fa.accounts WHERE account_id = 'jd123' FOR UPDATE")
+      return holder
+    }
+
     func run(_ arguments: [String], environment extra: [String: String] = [:], limitFileSize: Bool = false) throws
       -> Tool.Outcome
     {
@@ -147,9 +155,7 @@ struct FaultTests {
   func lockTimeout() throws {
     let desk = try Desk()
     let before = try desk.database.snapshot()
-    let holder = try desk.database.connect()
-    try holder.execute("BEGIN")
-    try holder.execute("SELECT 1 FROM hms2fa.accounts WHERE account_id = 'jd123' FOR UPDATE")
+    let holder = try desk.holdingAccount()
     let out = try desk.run(
       ["remembered", "revoke", "jd123", "--ticket", "F2"], environment: ["HMS2FA_LOCK_TIMEOUT": "1s"])
     try holder.execute("ROLLBACK")
@@ -163,9 +169,7 @@ struct FaultTests {
   func killedWhileWaiting() throws {
     let desk = try Desk()
     let before = try desk.database.snapshot()
-    let holder = try desk.database.connect()
-    try holder.execute("BEGIN")
-    try holder.execute("SELECT 1 FROM hms2fa.accounts WHERE account_id = 'jd123' FOR UPDATE")
+    let holder = try desk.holdingAccount()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: Tool.binary)
     process.arguments = [
