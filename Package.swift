@@ -78,7 +78,7 @@ let package = Package(
     .testTarget(
       name: "CLITests",
       dependencies: [
-        "HelpDesk", "Postgres", "TestSupport",
+        "HelpDesk", "HelpDeskCLI", "Postgres", "TestSupport",
         .product(name: "PropertyBased", package: "swift-property-based"),
       ]
     ),
