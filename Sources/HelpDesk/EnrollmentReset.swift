@@ -20,7 +20,7 @@ public enum IdentityVerification: String, Sendable, CaseIterable {
 
 /// What a reset did, would do, or asked a second agent to do.
 public struct ResetOutcome: Sendable {
-  public struct Device: Sendable, Decodable {
+  public struct Device: Sendable {
     public var deviceId: Int64
     public var kind: String
     public var platform: String?
@@ -29,31 +29,6 @@ public struct ResetOutcome: Sendable {
     public var isDefault: Bool
     public var state: String
     public var lastUsedAt: String?
-  }
-
-  struct Document: Decodable {
-    var status: String
-    var accountId: String
-    var displayName: String
-    var email: String
-    var highRisk: Bool
-    var devices: [Device]
-    var links: Int
-    var browsers: Int
-    var codes: Int
-    var approvalNeeded: [String]?
-    var requestId: Int64?
-    var expiresAt: String?
-    var eventId: Int64?
-    var devicesRetired: Int?
-    var linksRevoked: Int?
-    var browsersRevoked: Int?
-    var codesCancelled: Int?
-    var enrollment: String?
-    var startSetupVisible: Bool?
-    var verifiedVia: String?
-    var at: String?
-    var planFingerprint: String?
   }
 
   /// `reset`, `pending_approval`, `dry_run` or `nothing_to_reset`.
@@ -85,29 +60,34 @@ public struct ResetOutcome: Sendable {
   /// `expectedPlan` so that the reset refuses (75) if the plan changed since it was shown.
   public var planFingerprint: String?
 
-  init(_ d: Document) {
-    status = d.status
-    accountID = d.accountId
-    displayName = d.displayName
-    email = d.email
-    highRisk = d.highRisk
-    devices = d.devices
-    links = d.links
-    browsers = d.browsers
-    codes = d.codes
-    approvalNeeded = d.approvalNeeded ?? []
-    requestID = d.requestId
-    requestExpiresAt = d.expiresAt
-    eventID = d.eventId
-    devicesRetired = d.devicesRetired ?? 0
-    linksRevoked = d.linksRevoked ?? 0
-    browsersRevoked = d.browsersRevoked ?? 0
-    codesCancelled = d.codesCancelled ?? 0
-    enrollment = d.enrollment
-    startSetupVisible = d.startSetupVisible
-    verifiedVia = d.verifiedVia
-    at = d.at
-    planFingerprint = d.planFingerprint
+  init(_ d: JSONFields) throws {
+    status = try d.string("status")
+    accountID = try d.string("account_id")
+    displayName = try d.string("display_name")
+    email = try d.string("email")
+    highRisk = try d.bool("high_risk")
+    devices = try d.array("devices").map { v in
+      Device(
+        deviceId: try v.int("device_id"), kind: try v.string("kind"), platform: try v.optionalString("platform"),
+        phone: try v.optionalString("phone"), label: try v.optionalString("label"), isDefault: try v.bool("is_default"),
+        state: try v.string("state"), lastUsedAt: try v.optionalString("last_used_at"))
+    }
+    links = Int(try d.int("links"))
+    browsers = Int(try d.int("browsers"))
+    codes = Int(try d.int("codes"))
+    approvalNeeded = try d.optionalArray("approval_needed")?.map { try $0.asString } ?? []
+    requestID = try d.optionalInt("request_id")
+    requestExpiresAt = try d.optionalString("expires_at")
+    eventID = try d.optionalInt("event_id")
+    devicesRetired = Int(try d.optionalInt("devices_retired") ?? 0)
+    linksRevoked = Int(try d.optionalInt("links_revoked") ?? 0)
+    browsersRevoked = Int(try d.optionalInt("browsers_revoked") ?? 0)
+    codesCancelled = Int(try d.optionalInt("codes_cancelled") ?? 0)
+    enrollment = try d.optionalString("enrollment")
+    startSetupVisible = try d.optionalBool("start_setup_visible")
+    verifiedVia = try d.optionalString("verified_via")
+    at = try d.optionalString("at")
+    planFingerprint = try d.optionalString("plan_fingerprint")
   }
 }
 
@@ -169,11 +149,9 @@ public enum EnrollmentReset {
 
   static func decode(_ json: String) throws(DeskError) -> ResetOutcome {
     do {
-      let decoder = JSONDecoder()
-      decoder.keyDecodingStrategy = .convertFromSnakeCase
-      return ResetOutcome(try decoder.decode(ResetOutcome.Document.self, from: Data(json.utf8)))
+      return try ResetOutcome(JSONFields(json, named: "outcome"))
     } catch {
-      throw DeskError(.software, "internal error: \(error)")
+      throw DeskError(.software, "internal error: the reset's outcome did not decode: \(error)")
     }
   }
 

@@ -110,8 +110,9 @@ extension JSONValue {
   /// `.double`; nesting at most 64 deep). Member order is kept; a repeated member name is kept
   /// twice, as jsonb never produces one.
   ///
-  /// The card of `user show` is read with this, not `JSONDecoder`: decoding with the latter cost
-  /// more than a millisecond of type-metadata look-ups at every start (README, Benchmarks).
+  /// The documents the database composes (the card, a reset's outcome, a phone's owners) are
+  /// read with this and `JSONFields`, not `JSONDecoder`, whose type-metadata look-ups cost more
+  /// than a millisecond at every start (README, Benchmarks).
   public static func parse(_ text: String) throws(SyntaxError) -> JSONValue {
     var copy = text
     let result = copy.withUTF8 { bytes in
@@ -305,6 +306,118 @@ extension JSONValue {
         offset += 1
       }
       return value
+    }
+  }
+}
+
+/// Typed reading of the members of a JSON document from the database (the card, the reset's
+/// outcome, a phone's owners), naming the member that is missing or of the wrong type. Optional
+/// members may be null or absent.
+struct JSONFields {
+  struct Mismatch: Error, CustomStringConvertible {
+    var description: String
+  }
+
+  let value: JSONValue
+  let path: String
+
+  init(_ value: JSONValue, at path: String) {
+    self.value = value
+    self.path = path
+  }
+
+  /// The document in `text`, called `name` in messages.
+  init(_ text: String, named name: String) throws {
+    self.init(try JSONValue.parse(text), at: name)
+  }
+
+  private func member(_ name: String) throws(Mismatch) -> JSONValue {
+    guard case .object = value else { throw Mismatch(description: "\(path) is not an object") }
+    guard let member = value[name] else { throw Mismatch(description: "\(path).\(name) is missing") }
+    return member
+  }
+
+  /// The member, nil when it is absent or null.
+  private func present(_ name: String) -> JSONValue? {
+    switch value[name] {
+    case .none, .null?: return nil
+    case let member?: return member
+    }
+  }
+
+  private func mismatch(_ name: String, _ expected: String) -> Mismatch {
+    Mismatch(description: "\(path).\(name) is not \(expected)")
+  }
+
+  func string(_ name: String) throws(Mismatch) -> String {
+    guard case .string(let text) = try member(name) else { throw mismatch(name, "a string") }
+    return text
+  }
+
+  func optionalString(_ name: String) throws(Mismatch) -> String? {
+    guard let member = present(name) else { return nil }
+    guard case .string(let text) = member else { throw mismatch(name, "a string or null") }
+    return text
+  }
+
+  func bool(_ name: String) throws(Mismatch) -> Bool {
+    guard case .bool(let flag) = try member(name) else { throw mismatch(name, "true or false") }
+    return flag
+  }
+
+  func optionalBool(_ name: String) throws(Mismatch) -> Bool? {
+    guard let member = present(name) else { return nil }
+    guard case .bool(let flag) = member else { throw mismatch(name, "true, false or null") }
+    return flag
+  }
+
+  func int(_ name: String) throws(Mismatch) -> Int64 {
+    guard case .int(let number) = try member(name) else { throw mismatch(name, "an integer") }
+    return number
+  }
+
+  func optionalInt(_ name: String) throws(Mismatch) -> Int64? {
+    guard let member = present(name) else { return nil }
+    guard case .int(let number) = member else { throw mismatch(name, "an integer or null") }
+    return number
+  }
+
+  func object(_ name: String) throws(Mismatch) -> JSONFields {
+    let member = try member(name)
+    guard case .object = member else { throw mismatch(name, "an object") }
+    return JSONFields(member, at: "\(path).\(name)")
+  }
+
+  func array(_ name: String) throws(Mismatch) -> [JSONFields] {
+    guard case .array(let items) = try member(name) else { throw mismatch(name, "an array") }
+    return items.enumerated().map { JSONFields($1, at: "\(path).\(name)[\($0)]") }
+  }
+
+  func optionalArray(_ name: String) throws(Mismatch) -> [JSONFields]? {
+    guard present(name) != nil else { return nil }
+    return try array(name)
+  }
+
+  /// The items of this value, an array.
+  var items: [JSONFields] {
+    get throws(Mismatch) {
+      guard case .array(let items) = value else { throw Mismatch(description: "\(path) is not an array") }
+      return items.enumerated().map { JSONFields($1, at: "\(path)[\($0)]") }
+    }
+  }
+
+  /// This value itself as a string or an integer (the items of an array of them).
+  var asString: String {
+    get throws(Mismatch) {
+      guard case .string(let text) = value else { throw Mismatch(description: "\(path) is not a string") }
+      return text
+    }
+  }
+
+  var asInt: Int64 {
+    get throws(Mismatch) {
+      guard case .int(let number) = value else { throw Mismatch(description: "\(path) is not an integer") }
+      return number
     }
   }
 }

@@ -61,7 +61,7 @@ public struct AccountCard: Sendable {
 }
 
 extension AccountCard.Account {
-  init(_ card: CardReader) throws {
+  init(_ card: JSONFields) throws {
     accountId = try card.string("account_id")
     displayName = try card.string("display_name")
     email = try card.string("email")
@@ -96,75 +96,6 @@ extension AccountCard.Account {
   }
 }
 
-/// Typed reading of a JSON object's members, naming the member that is missing or of the wrong
-/// type.
-struct CardReader {
-  struct Mismatch: Error, CustomStringConvertible {
-    var description: String
-  }
-
-  let value: JSONValue
-  let path: String
-
-  init(_ value: JSONValue, at path: String) {
-    self.value = value
-    self.path = path
-  }
-
-  private func member(_ name: String) throws(Mismatch) -> JSONValue {
-    guard case .object = value else { throw Mismatch(description: "\(path) is not an object") }
-    guard let member = value[name] else { throw Mismatch(description: "\(path).\(name) is missing") }
-    return member
-  }
-
-  private func mismatch(_ name: String, _ expected: String) -> Mismatch {
-    Mismatch(description: "\(path).\(name) is not \(expected)")
-  }
-
-  func string(_ name: String) throws(Mismatch) -> String {
-    guard case .string(let text) = try member(name) else { throw mismatch(name, "a string") }
-    return text
-  }
-
-  /// A string that may be null or absent (as `JSONDecoder` read an optional).
-  func optionalString(_ name: String) throws(Mismatch) -> String? {
-    guard case .object = value, value[name] != nil else { return nil }
-    switch try member(name) {
-    case .null: return nil
-    case .string(let text): return text
-    default: throw mismatch(name, "a string or null")
-    }
-  }
-
-  func bool(_ name: String) throws(Mismatch) -> Bool {
-    guard case .bool(let flag) = try member(name) else { throw mismatch(name, "true or false") }
-    return flag
-  }
-
-  func int(_ name: String) throws(Mismatch) -> Int64 {
-    guard case .int(let number) = try member(name) else { throw mismatch(name, "an integer") }
-    return number
-  }
-
-  func object(_ name: String) throws(Mismatch) -> CardReader {
-    let member = try member(name)
-    guard case .object = member else { throw mismatch(name, "an object") }
-    return CardReader(member, at: "\(path).\(name)")
-  }
-
-  func array(_ name: String) throws(Mismatch) -> [CardReader] {
-    guard case .array(let items) = try member(name) else { throw mismatch(name, "an array") }
-    return items.enumerated().map { CardReader($1, at: "\(path).\(name)[\($0)]") }
-  }
-
-  /// An array that may be absent (a card from before migration 0004) or null.
-  func optionalArray(_ name: String) throws(Mismatch) -> [CardReader]? {
-    guard case .object = value, value[name] != nil else { return nil }
-    if case .null = try member(name) { return nil }
-    return try array(name)
-  }
-}
-
 /// One line of `user find`.
 public struct AccountSummary: Sendable {
   public var accountId: String
@@ -193,8 +124,7 @@ public enum Lookup {
       }
     }
     do {
-      return AccountCard(
-        json: json, account: try AccountCard.Account(CardReader(try JSONValue.parse(json), at: "card")))
+      return AccountCard(json: json, account: try AccountCard.Account(try JSONFields(json, named: "card")))
     } catch {
       throw DeskError(.software, "internal error: the account card did not decode: \(error)")
     }

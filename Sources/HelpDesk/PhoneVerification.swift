@@ -19,13 +19,13 @@ public struct SentCode: Sendable {
 }
 
 /// Another account's device on the number.
-public struct PhoneHolder: Sendable, Decodable {
+public struct PhoneHolder: Sendable {
   public var accountId: String
   public var deviceId: Int64
 }
 
 /// An account whose devices on the number were retired by `--release`.
-public struct ReleasedHolder: Sendable, Decodable {
+public struct ReleasedHolder: Sendable {
   public var accountId: String
   public var deviceIds: [Int64]
   public var email: String
@@ -44,7 +44,7 @@ public struct PhoneConfirmation: Sendable {
 
 /// Who is, was and proved to be on a number (`phone owner`).
 public struct PhoneOwnership: Sendable {
-  public struct Holder: Sendable, Decodable {
+  public struct Holder: Sendable {
     public var accountId: String
     public var displayName: String
     public var status: String
@@ -55,7 +55,7 @@ public struct PhoneOwnership: Sendable {
     public var since: String
     public var lastUsedAt: String?
   }
-  public struct Past: Sendable, Decodable {
+  public struct Past: Sendable {
     public var accountId: String
     public var deviceId: Int64
     public var kind: String
@@ -63,7 +63,7 @@ public struct PhoneOwnership: Sendable {
     public var retiredAt: String
     public var retiredReason: String?
   }
-  public struct Check: Sendable, Decodable {
+  public struct Check: Sendable {
     public var verificationId: Int64
     public var accountId: String
     public var purpose: String
@@ -72,13 +72,6 @@ public struct PhoneOwnership: Sendable {
     public var actor: String
     public var state: String
   }
-  struct Document: Decodable {
-    var phone: String
-    var accounts: [Holder]
-    var history: [Past]
-    var verifications: [Check]
-  }
-
   /// The contract's JSON document, as the database composed it.
   public var json: String
   public var phone: String
@@ -248,15 +241,18 @@ public enum PhoneVerification {
       throw .badData("no code is waiting any more (it was just used, replaced or ended); send a new one with \(again)")
     }
     do {
-      let decoder = JSONDecoder()
-      decoder.keyDecodingStrategy = .convertFromSnakeCase
-      let holders = try decoder.decode(
-        [PhoneHolder].self, from: Data(try row.decode("other_holders", as: String.self).utf8))
-      let released = try decoder.decode(
-        [ReleasedHolder].self, from: Data(try row.decode("released", as: String.self).utf8))
+      let holders = try JSONFields(try row.decode("other_holders", as: String.self), named: "other_holders")
+      let released = try JSONFields(try row.decode("released", as: String.self), named: "released")
       return PhoneConfirmation(
-        accountID: try row.decode("account_id"), phone: try row.decode("phone"), otherHolders: holders,
-        released: released)
+        accountID: try row.decode("account_id"), phone: try row.decode("phone"),
+        otherHolders: try holders.items.map { h in
+          PhoneHolder(accountId: try h.string("account_id"), deviceId: try h.int("device_id"))
+        },
+        released: try released.items.map { r in
+          ReleasedHolder(
+            accountId: try r.string("account_id"), deviceIds: try r.array("device_ids").map { try $0.asInt },
+            email: try r.string("email"), displayName: try r.string("display_name"))
+        })
     } catch {
       throw DeskError(.software, "internal error: \(error)")
     }
@@ -300,11 +296,28 @@ public enum PhoneVerification {
       return try db.queryFirst(owner)?.decode("doc") ?? "{}"
     }
     do {
-      let decoder = JSONDecoder()
-      decoder.keyDecodingStrategy = .convertFromSnakeCase
-      let doc = try decoder.decode(PhoneOwnership.Document.self, from: Data(json.utf8))
+      let doc = try JSONFields(json, named: "owner")
       return PhoneOwnership(
-        json: json, phone: doc.phone, accounts: doc.accounts, history: doc.history, verifications: doc.verifications)
+        json: json, phone: try doc.string("phone"),
+        accounts: try doc.array("accounts").map { a in
+          PhoneOwnership.Holder(
+            accountId: try a.string("account_id"), displayName: try a.string("display_name"),
+            status: try a.string("status"), deviceId: try a.int("device_id"), kind: try a.string("kind"),
+            label: try a.optionalString("label"), state: try a.string("state"), since: try a.string("since"),
+            lastUsedAt: try a.optionalString("last_used_at"))
+        },
+        history: try doc.array("history").map { h in
+          PhoneOwnership.Past(
+            accountId: try h.string("account_id"), deviceId: try h.int("device_id"), kind: try h.string("kind"),
+            since: try h.string("since"), retiredAt: try h.string("retired_at"),
+            retiredReason: try h.optionalString("retired_reason"))
+        },
+        verifications: try doc.array("verifications").map { v in
+          PhoneOwnership.Check(
+            verificationId: try v.int("verification_id"), accountId: try v.string("account_id"),
+            purpose: try v.string("purpose"), at: try v.string("at"), channel: try v.string("channel"),
+            actor: try v.string("actor"), state: try v.string("state"))
+        })
     } catch {
       throw DeskError(.software, "internal error: \(error)")
     }
