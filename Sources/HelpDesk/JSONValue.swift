@@ -331,71 +331,29 @@ struct JSONFields {
     self.init(try JSONValue.parse(text), at: name)
   }
 
-  private func member(_ name: String) throws(Mismatch) -> JSONValue {
-    guard case .object = value else { throw Mismatch(description: "\(path) is not an object") }
-    guard let member = value[name] else { throw Mismatch(description: "\(path).\(name) is missing") }
-    return member
-  }
-
-  /// The member, nil when it is absent or null.
-  private func present(_ name: String) -> JSONValue? {
-    switch value[name] {
-    case .none, .null?: return nil
-    case let member?: return member
-    }
-  }
-
-  private func mismatch(_ name: String, _ expected: String) -> Mismatch {
-    Mismatch(description: "\(path).\(name) is not \(expected)")
-  }
-
-  func string(_ name: String) throws(Mismatch) -> String {
-    guard case .string(let text) = try member(name) else { throw mismatch(name, "a string") }
-    return text
-  }
-
+  func string(_ name: String) throws(Mismatch) -> String { try required(name, "a string", JSONValue.stringValue) }
   func optionalString(_ name: String) throws(Mismatch) -> String? {
-    guard let member = present(name) else { return nil }
-    guard case .string(let text) = member else { throw mismatch(name, "a string or null") }
-    return text
+    try optional(name, "a string", JSONValue.stringValue)
   }
-
-  func bool(_ name: String) throws(Mismatch) -> Bool {
-    guard case .bool(let flag) = try member(name) else { throw mismatch(name, "true or false") }
-    return flag
-  }
-
+  func bool(_ name: String) throws(Mismatch) -> Bool { try required(name, "true or false", JSONValue.boolValue) }
   func optionalBool(_ name: String) throws(Mismatch) -> Bool? {
-    guard let member = present(name) else { return nil }
-    guard case .bool(let flag) = member else { throw mismatch(name, "true, false or null") }
-    return flag
+    try optional(name, "true or false", JSONValue.boolValue)
   }
-
-  func int(_ name: String) throws(Mismatch) -> Int64 {
-    guard case .int(let number) = try member(name) else { throw mismatch(name, "an integer") }
-    return number
-  }
-
-  func optionalInt(_ name: String) throws(Mismatch) -> Int64? {
-    guard let member = present(name) else { return nil }
-    guard case .int(let number) = member else { throw mismatch(name, "an integer or null") }
-    return number
-  }
+  func int(_ name: String) throws(Mismatch) -> Int64 { try required(name, "an integer", JSONValue.intValue) }
+  func optionalInt(_ name: String) throws(Mismatch) -> Int64? { try optional(name, "an integer", JSONValue.intValue) }
 
   func object(_ name: String) throws(Mismatch) -> JSONFields {
-    let member = try member(name)
-    guard case .object = member else { throw mismatch(name, "an object") }
-    return JSONFields(member, at: "\(path).\(name)")
+    JSONFields(try required(name, "an object") { if case .object = $0 { $0 } else { nil } }, at: "\(path).\(name)")
   }
 
   func array(_ name: String) throws(Mismatch) -> [JSONFields] {
-    guard case .array(let items) = try member(name) else { throw mismatch(name, "an array") }
-    return items.enumerated().map { JSONFields($1, at: "\(path).\(name)[\($0)]") }
+    try JSONFields(required(name, "an array") { $0 }, at: "\(path).\(name)").items
   }
 
   func optionalArray(_ name: String) throws(Mismatch) -> [JSONFields]? {
-    guard present(name) != nil else { return nil }
-    return try array(name)
+    try optional(name, "an array") { $0 }.map { value throws(Mismatch) in
+      try JSONFields(value, at: "\(path).\(name)").items
+    }
   }
 
   /// The items of this value, an array.
@@ -406,18 +364,45 @@ struct JSONFields {
     }
   }
 
-  /// This value itself as a string or an integer (the items of an array of them).
+  /// This value itself, a string (an item of an array of them).
   var asString: String {
     get throws(Mismatch) {
-      guard case .string(let text) = value else { throw Mismatch(description: "\(path) is not a string") }
+      guard let text = JSONValue.stringValue(value) else { throw Mismatch(description: "\(path) is not a string") }
       return text
     }
   }
 
+  /// This value itself, an integer (an item of an array of them).
   var asInt: Int64 {
     get throws(Mismatch) {
-      guard case .int(let number) = value else { throw Mismatch(description: "\(path) is not an integer") }
+      guard let number = JSONValue.intValue(value) else { throw Mismatch(description: "\(path) is not an integer") }
       return number
     }
   }
+
+  /// The member `name`, present and of the type `extract` accepts.
+  private func required<T>(_ name: String, _ expected: String, _ extract: (JSONValue) -> T?) throws(Mismatch) -> T {
+    guard case .object = value else { throw Mismatch(description: "\(path) is not an object") }
+    guard let member = value[name] else { throw Mismatch(description: "\(path).\(name) is missing") }
+    guard let typed = extract(member) else { throw Mismatch(description: "\(path).\(name) is not \(expected)") }
+    return typed
+  }
+
+  /// The member `name`, nil when absent or null, else of the type `extract` accepts.
+  private func optional<T>(_ name: String, _ expected: String, _ extract: (JSONValue) -> T?) throws(Mismatch) -> T? {
+    switch value[name] {
+    case .none, .null?: return nil
+    case let member?:
+      guard let typed = extract(member) else {
+        throw Mismatch(description: "\(path).\(name) is not \(expected) or null")
+      }
+      return typed
+    }
+  }
+}
+
+extension JSONValue {
+  static func stringValue(_ value: JSONValue) -> String? { if case .string(let text) = value { text } else { nil } }
+  static func boolValue(_ value: JSONValue) -> Bool? { if case .bool(let flag) = value { flag } else { nil } }
+  static func intValue(_ value: JSONValue) -> Int64? { if case .int(let number) = value { number } else { nil } }
 }

@@ -1,7 +1,8 @@
 import Foundation
-import HelpDesk
 import PropertyBased
 import Testing
+
+@testable import HelpDesk
 
 /// `JSONValue.parse`, which reads the account card: it must read what PostgreSQL and Foundation
 /// read, and refuse what is not JSON.
@@ -42,6 +43,33 @@ struct JSONReadingTests {
     #expect(numbers.map(\.text) == ["0", "1.25", "100.0", "-9223372036854775808", "null"])
     // A lone surrogate is no character: it reads as U+FFFD.
     #expect(try JSONValue.parse(#""\ud800x""#).text == "\"\u{FFFD}x\"")
+  }
+
+  @Test("typed members: a missing or mistyped one is named by its path; optional ones may be null or absent")
+  func fields() throws {
+    let doc = try JSONFields(#"{"a":"x","n":3,"b":true,"z":null,"list":[{"k":"v"},{"k":7}],"ids":[1,2]}"#, named: "doc")
+    #expect(try doc.string("a") == "x")
+    #expect(try doc.int("n") == 3)
+    #expect(try doc.bool("b"))
+    #expect(try doc.optionalString("z") == nil)
+    #expect(try doc.optionalString("absent") == nil)
+    #expect(try doc.optionalInt("n") == 3)
+    #expect(try doc.array("ids").map { try $0.asInt } == [1, 2])
+    #expect(try doc.optionalArray("z") == nil)
+    func problem(_ body: () throws -> Void) -> String {
+      do {
+        try body()
+        return "no problem"
+      } catch {
+        return "\(error)"
+      }
+    }
+    #expect(problem { _ = try doc.string("absent") } == "doc.absent is missing")
+    #expect(problem { _ = try doc.string("n") } == "doc.n is not a string")
+    #expect(problem { _ = try doc.optionalBool("a") } == "doc.a is not true or false or null")
+    #expect(problem { _ = try doc.array("list").map { try $0.string("k") } } == "doc.list[1].k is not a string")
+    #expect(problem { _ = try doc.object("a") } == "doc.a is not an object")
+    #expect(problem { _ = try JSONFields(#"[1]"#, named: "top").string("a") } == "top is not an object")
   }
 
   @Test("text that is not JSON is refused with the offset of the problem")
