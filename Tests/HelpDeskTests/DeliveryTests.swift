@@ -62,6 +62,67 @@ struct DeliveryTests {
     #expect(String(decoding: decoded, as: UTF8.self) == "José Ñúñez  Bcc: attacker@example.com")
   }
 
+  @Test("a display name of any length: header lines within 78, encoded words within 75, and it reads back")
+  func longNames() throws {
+    let combining = "e" + String(repeating: "\u{301}", count: 30)  // one character, 61 bytes
+    for name in [
+      String(repeating: "Maria Guadalupe ", count: 150), String(repeating: "Ñúñez ", count: 300), combining,
+      "José Ñúñez",
+    ] {
+      let message = MailMessage(
+        from: from, to: Mailbox(name: name, address: "mg@hms.harvard.edu"), subject: "x", body: "x")
+      let text = String(decoding: message.rendered(), as: UTF8.self)
+      let head = text.components(separatedBy: "\r\n\r\n")[0]
+      let lines = head.components(separatedBy: "\r\n")
+      #expect(lines.allSatisfy { $0.utf8.count <= 78 }, "\(name.prefix(20)): \(lines.map(\.utf8.count).max() ?? 0)")
+      // The To header, unfolded, is encoded words (or a quoted name) and the address.
+      let start = try #require(lines.firstIndex { $0.hasPrefix("To: ") })
+      var to = String(lines[start].dropFirst(4))
+      for line in lines[(start + 1)...] {
+        guard line.hasPrefix(" ") else { break }
+        to += line
+      }
+      #expect(to.hasSuffix("<mg@hms.harvard.edu>"))
+      let words = to.components(separatedBy: " ").filter { $0.hasPrefix("=?UTF-8?B?") }
+      #expect(words.allSatisfy { $0.count <= 75 })
+      let decoded = words.compactMap { Data(base64Encoded: String($0.dropFirst(10).dropLast(2))) }.reduce(Data(), +)
+      let readBack =
+        words.isEmpty ? String(to.dropFirst().prefix { $0 != "\"" }) : String(decoding: decoded, as: UTF8.self)
+      #expect(readBack == name.trimmingCharacters(in: .whitespaces), "\(name.prefix(20))")
+    }
+  }
+
+  @Test("a body line over 998 octets goes quoted-printable, lines within 76, and decodes back; others stay 8bit")
+  func longBodyLines() throws {
+    let greeting = "Hello " + String(repeating: "Ñúñez-Maria = Guadalupe ", count: 60) + ","
+    let body = greeting + "\n\nYour link: https://hms.example/a?b=c \nHMS IT Service Desk"
+    let text = String(decoding: MailMessage(from: from, to: from, subject: "x", body: body).rendered(), as: UTF8.self)
+    let parts = text.components(separatedBy: "\r\n\r\n")
+    #expect(parts[0].components(separatedBy: "\r\n").contains("Content-Transfer-Encoding: quoted-printable"))
+    let encoded = parts.dropFirst().joined(separator: "\r\n\r\n")
+    #expect(encoded.components(separatedBy: "\r\n").allSatisfy { $0.utf8.count <= 76 })
+    // Decoding: soft breaks removed, =XX back to bytes.
+    var bytes: [UInt8] = []
+    let raw = Array(encoded.replacingOccurrences(of: "=\r\n", with: "").utf8)
+    var i = 0
+    while i < raw.count {
+      if raw[i] == UInt8(ascii: "="), i + 2 < raw.count,
+        let byte = UInt8(String(decoding: raw[(i + 1)...(i + 2)], as: UTF8.self), radix: 16)
+      {
+        bytes.append(byte)
+        i += 3
+      } else {
+        bytes.append(raw[i])
+        i += 1
+      }
+    }
+    #expect(String(decoding: bytes, as: UTF8.self) == body.replacingOccurrences(of: "\n", with: "\r\n") + "\r\n")
+    let short = String(
+      decoding: MailMessage(from: from, to: from, subject: "x", body: "Hello Jane").rendered(), as: UTF8.self)
+    #expect(short.contains("Content-Transfer-Encoding: 8bit\r\n"))
+    #expect(short.hasSuffix("\r\n\r\nHello Jane\r\n"))
+  }
+
   @Test("maildir: one file in new/, nothing left in tmp/")
   func maildir() throws {
     let dir = try scratchDirectory("maildir") + "/Maildir"

@@ -43,14 +43,20 @@ public struct Mailbox: Sendable, Hashable {
     return text.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && !"<>()[],;:\\\"".utf8.contains($0) }
   }
 
-  /// The header form: RFC 2047-encoded name when it isn't plain ASCII, quoted otherwise.
+  /// The header form: the name quoted when it is plain ASCII and short enough for one line of
+  /// 78 characters, else RFC 2047 encoded words folded onto as many lines as it takes (a
+  /// display name has no length limit, and a header line must stay under 998 octets).
   var headerValue: String {
     guard let name = MailMessage.headerSafe(name ?? ""), !name.isEmpty else { return "<\(address)>" }
     if name.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) {
       let escaped = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-      return "\"\(escaped)\" <\(address)>"
+      let quoted = "\"\(escaped)\" <\(address)>"
+      if quoted.utf8.count <= 72 { return quoted }  // "From: " and "To: " leave 72 of 78
     }
-    return MailMessage.encodedWords(name) + " <\(address)>"
+    let words = MailMessage.encodedWords(name)
+    // The address after the last word when that line still fits, else on a line of its own.
+    let lastLine = words.utf8.split(separator: UInt8(ascii: "\n")).last?.count ?? 0
+    return words + (6 + lastLine + 3 + address.utf8.count <= 78 ? " <\(address)>" : "\r\n <\(address)>")
   }
 }
 
@@ -93,15 +99,19 @@ public struct MailMessage: Sendable {
         + (subjectValue.utf8.allSatisfy { $0 < 0x7F } ? subjectValue : MailMessage.encodedWords(subjectValue)),
       "MIME-Version: 1.0",
       "Content-Type: text/plain; charset=UTF-8",
-      "Content-Transfer-Encoding: 8bit",
-      "Auto-Submitted: auto-generated",
     ]
     // Body lines end in CRLF; a lone "." line is harmless with sendmail -oi and in a maildir.
     var lines: [String] = []
     for line in body.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
       lines.append(String(line))
     }
-    return Array((headers.joined(separator: "\r\n") + "\r\n\r\n" + lines.joined(separator: "\r\n") + "\r\n").utf8)
+    // 8bit when every line fits the 998 octets RFC 5322 allows, else quoted-printable.
+    let fits = lines.allSatisfy { $0.utf8.count <= 998 }
+    let transfer = "Content-Transfer-Encoding: " + (fits ? "8bit" : "quoted-printable")
+    let text = fits ? lines.joined(separator: "\r\n") : MailMessage.quotedPrintable(lines)
+    return Array(
+      ((headers + [transfer, "Auto-Submitted: auto-generated"]).joined(separator: "\r\n") + "\r\n\r\n" + text + "\r\n")
+        .utf8)
   }
 
   /// The text with CR, LF and other control characters replaced by spaces; nil for nil.
@@ -113,20 +123,55 @@ public struct MailMessage: Sendable {
     ).trimmingASCIISpaces()
   }
 
-  /// RFC 2047 "B" encoded words, each at most 75 characters, never splitting a character.
+  /// RFC 2047 "B" encoded words, each at most 75 characters and on a line of its own, never
+  /// splitting a character's UTF-8 bytes, nor a grapheme (a letter and its accents) unless it
+  /// alone is longer than one word holds.
   static func encodedWords(_ text: String) -> String {
     var words: [String] = []
     var chunk: [UInt8] = []
-    for character in text {
-      let bytes = Array(String(character).utf8)
+    func add(_ bytes: [UInt8]) {
       if chunk.count + bytes.count > 45 {  // 45 bytes -> 60 base64 characters + 12 of framing
         words.append("=?UTF-8?B?\(Data(chunk).base64EncodedString())?=")
         chunk = []
       }
       chunk += bytes
     }
+    for character in text {
+      let bytes = Array(String(character).utf8)
+      if bytes.count <= 45 {
+        add(bytes)
+      } else {
+        for scalar in character.unicodeScalars { add(Array(String(scalar).utf8)) }
+      }
+    }
     if !chunk.isEmpty { words.append("=?UTF-8?B?\(Data(chunk).base64EncodedString())?=") }
     return words.joined(separator: "\r\n ")
+  }
+
+  /// RFC 2045 quoted-printable: lines of at most 76 characters with soft breaks, CRLF line ends
+  /// kept as they are. For a body with a line too long for 8bit transport (998 octets), which a
+  /// long display name in the greeting can make.
+  static func quotedPrintable(_ lines: [String]) -> String {
+    let hex = Array("0123456789ABCDEF".utf8)
+    return lines.map { line in
+      var out: [UInt8] = []
+      var column = 0
+      let bytes = Array(line.utf8)
+      for (i, byte) in bytes.enumerated() {
+        let last = i == bytes.count - 1
+        // Printable ASCII but "=" stands as it is; so do space and tab, except at a line's end.
+        let plain =
+          (byte >= 0x21 && byte <= 0x7E && byte != UInt8(ascii: "=")) || ((byte == 0x20 || byte == 0x09) && !last)
+        let piece = plain ? [byte] : [UInt8(ascii: "="), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+        if column + piece.count > 75 {
+          out += Array("=\r\n".utf8)
+          column = 0
+        }
+        out += piece
+        column += piece.count
+      }
+      return String(decoding: out, as: UTF8.self)
+    }.joined(separator: "\r\n")
   }
 
   /// `Sun, 29 Nov 2026 19:44:50 +0000`.
