@@ -57,20 +57,12 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
   /// C1 controls and the line separators, which can only stand inside its strings, written as
   /// `\u` escapes: the same document to a JSON reader, nothing a terminal acts on.
   private static func escapingControls(_ text: String, into out: inout String) {
-    func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-      (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
-    }
-    guard text.unicodeScalars.contains(where: needsEscape) else {
+    guard text.unicodeScalars.contains(where: { actsOnTerminal($0.value) }) else {
       out += text
       return
     }
     for scalar in text.unicodeScalars {
-      if needsEscape(scalar) {
-        let hex = String(scalar.value, radix: 16)
-        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-      } else {
-        out.unicodeScalars.append(scalar)
-      }
+      if actsOnTerminal(scalar.value) { unicodeEscape(scalar, into: &out) } else { out.unicodeScalars.append(scalar) }
     }
   }
 
@@ -85,15 +77,23 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
       case "\t": out += "\\t"
       // Controls (C0, DEL, C1: a terminal acts on ESC and CSI even inside a JSON string) and the
       // line separators, written as \u escapes: the same string to a JSON reader.
-      case _
-      where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028
-        || scalar.value == 0x2029:
-        let hex = String(scalar.value, radix: 16)
-        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+      case _ where scalar.value < 0x20 || actsOnTerminal(scalar.value): unicodeEscape(scalar, into: &out)
       default: out.unicodeScalars.append(scalar)
       }
     }
     out += "\""
+  }
+
+  /// DEL, the C1 controls and the line and paragraph separators: what JSON allows raw inside a
+  /// string but a terminal or a JavaScript reader acts on.
+  private static func actsOnTerminal(_ value: UInt32) -> Bool {
+    (0x7F...0x9F).contains(value) || value == 0x2028 || value == 0x2029
+  }
+
+  /// `\u` and four hex digits (every scalar escaped here is in the Basic Multilingual Plane).
+  private static func unicodeEscape(_ scalar: Unicode.Scalar, into out: inout String) {
+    let hex = String(scalar.value, radix: 16)
+    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
   }
 }
 

@@ -14,7 +14,6 @@ public struct DeliveryFailure: Error, CustomStringConvertible, Sendable {
   public var reason: String
   public init(_ reason: String) { self.reason = reason }
   public var description: String { reason }
-
 }
 
 /// Runs a delivery program (sendmail, an SMS gateway client) with the message on its stdin, and
