@@ -42,22 +42,6 @@ struct GlobalOptions: ParsableArguments {
   }
 }
 
-/// Where a look-up connects: what `--database` and `--read-only` say, outside the argument
-/// parser, so that `user show`'s quick path (`CLI.quickUserShow`) connects exactly as the
-/// parsed command does.
-struct LookupTarget {
-  var database: String?
-  var readOnly: Bool
-
-  func connect() throws -> Connection {
-    if database == nil, let url = environmentVariable("HMS2FA_READ_ONLY_DATABASE_URL"), !url.isEmpty {
-      let standbys = { (name: String) in name == "HMS2FA_DATABASE_URL" ? url : environmentVariable(name) }
-      return try DatabaseTarget.resolve(commandLine: nil, environment: standbys).connect(for: .readOnly)
-    }
-    return try DatabaseTarget.resolve(commandLine: database).connect(for: readOnly ? .readOnly : .lookup)
-  }
-}
-
 /// The options of every command that changes something.
 struct ChangeOptions: ParsableArguments {
   @Option(

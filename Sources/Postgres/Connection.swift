@@ -5,11 +5,6 @@ internal import CLibPQ
 #elseif canImport(Darwin)
   import Darwin
 #endif
-#if canImport(FoundationEssentials)
-  import FoundationEssentials
-#else
-  import Foundation
-#endif
 
 /// One libpq connection. It owns the `PGconn *`, and every libpq call goes through it.
 ///

@@ -1,3 +1,3 @@
-import HelpDeskCLI
+import HelpDeskCore
 
-CLI.main()
+FrontEnd.main()

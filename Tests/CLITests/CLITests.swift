@@ -58,7 +58,7 @@ struct CLITests {
     let desk = try Desk()
     let conninfo = try desk.database.conninfo(user: desk.tier1)
     // `--` before the account sends a command line to the argument parser; without it, the
-    // plain forms take the quick path (CLI.quickUserShow).
+    // plain forms take the quick path (FrontEnd.quickUserShow).
     let cases: [(key: String, options: [String])] = [
       ("jd123", []), ("jd123", ["--json"]), ("JANE_DOE@hms.harvard.edu", ["--read-only"]),
       ("zz999", []), ("zz999", ["--json"]), ("jd'123", []), ("jd'123", ["--json"]), ("", []),
@@ -84,6 +84,43 @@ struct CLITests {
     let help = try Tool.run(["user", "show", "jd123", "--help"])
     #expect(help.status == 0)
     #expect(help.stdout.contains("USAGE"))
+  }
+
+  @Test("hms2fa-admin answers user show alone, finds hms2fa-admin-full through a link, and names it when it's missing")
+  func frontEnd() throws {
+    let desk = try Desk()
+    let conninfo = try desk.database.conninfo(user: desk.tier1)
+    let files = FileManager.default
+    let folder = TestCluster.scratch + "/front-end-" + UUID().uuidString
+    try files.createDirectory(atPath: folder + "/alone", withIntermediateDirectories: true)
+    try files.createDirectory(atPath: folder + "/linked", withIntermediateDirectories: true)
+    defer { try? files.removeItem(atPath: folder) }
+    let alone = folder + "/alone/hms2fa-admin"
+    try files.copyItem(atPath: Tool.binary, toPath: alone)
+    let linked = folder + "/linked/hms2fa-admin"
+    try files.createSymbolicLink(atPath: linked, withDestinationPath: Tool.binary)
+
+    let card = try Tool.run(["user", "show", "jd123", "--database", conninfo], binary: alone)
+    #expect(card.status == 0)
+    #expect(card.stdout.contains("jd123"))
+    for arguments in [["user", "find", "jd"], ["user", "show", "--", "jd123"], ["--version"]] {
+      let missing = try Tool.run(arguments + ["--database", conninfo], binary: alone)
+      #expect(missing.status == 78, "\(arguments)")
+      #expect(missing.stdout.isEmpty)
+      let lines = missing.stderr.split(separator: "\n")
+      #expect(lines.count == 1)
+      #expect(lines.first?.contains("\(folder)/alone/hms2fa-admin-full") == true)
+      #expect(lines.first?.contains("install hms2fa-admin-full in the same directory") == true)
+    }
+    let missingJSON = try Tool.run(["user", "find", "jd", "--json", "--database", conninfo], binary: alone)
+    #expect(missingJSON.status == 78)
+    #expect((try json(missingJSON.stdout)["error"] as? [String: Any])?["exit_code"] as? Int == 78)
+
+    let found = try Tool.run(["user", "find", "jd", "--database", conninfo], binary: linked)
+    #expect(found.status == 0)
+    #expect(found.stdout.contains("jd123"))
+    let version = try Tool.run(["--version"], binary: linked)
+    #expect(version.status == 0 && !version.stdout.isEmpty)
   }
 
   @Test("exit 67 for nobody, 64 for a malformed id, each with one line on stderr")

@@ -1,10 +1,11 @@
 import Foundation
+import HelpDeskCore
 import PropertyBased
 import Testing
 
 @testable import HelpDeskCLI
 
-/// `user show`'s quick path (`CLI.quickUserShow`) is a second reader of the command line: what
+/// `user show`'s quick path (`FrontEnd.quickUserShow`) is a second reader of the command line: what
 /// it takes, the argument parser must read the same way.
 @Suite("user show's quick path")
 struct QuickPathTests {
@@ -13,7 +14,7 @@ struct QuickPathTests {
     let taken = Counter()
     await propertyCheck(count: 3000, input: tails) { tail in
       let arguments = ["user", "show"] + tail
-      guard let quick = CLI.quickUserShow(arguments) else { return }
+      guard let quick = FrontEnd.quickUserShow(arguments) else { return }
       taken.add()
       let parsed = try #require(
         try? AdminCommand.parseAsRoot(arguments) as? UserCommand.Show, "the parser refuses \(arguments)")
@@ -33,9 +34,9 @@ struct QuickPathTests {
       ["jd123", "--json", "--json"], ["jd123", "--database"], ["jd123", "--database", "--json"],
       ["jd123", "--database="], ["jd123", "--database", "a", "--database", "b"], ["-jd123"], ["jd123", "--bogus"],
     ] {
-      #expect(CLI.quickUserShow(["user", "show"] + tail) == nil, "\(tail)")
+      #expect(FrontEnd.quickUserShow(["user", "show"] + tail) == nil, "\(tail)")
     }
-    #expect(CLI.quickUserShow(["user", "find", "jd123"]) == nil)
+    #expect(FrontEnd.quickUserShow(["user", "find", "jd123"]) == nil)
   }
 }
 

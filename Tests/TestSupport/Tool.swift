@@ -17,9 +17,11 @@ public enum Tool {
     return root.appendingPathComponent(".build/debug/hms2fa-admin").path
   }
 
-  /// Runs the tool with `arguments`, `environment` added to a clean environment, and `stdin`.
+  /// Runs the tool (or another `binary`) with `arguments`, `environment` added to a clean
+  /// environment, and `stdin`.
   public static func run(
-    _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil, limitFileSize: Bool = false
+    _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil, limitFileSize: Bool = false,
+    binary: String = Tool.binary
   ) throws -> Outcome {
     let process = Process()
     if limitFileSize {

@@ -47,7 +47,7 @@ admin_bin() {
     return
   fi
   say "building hms2fa-admin (release, --static-swift-stdlib)"
-  swift build -c release --static-swift-stdlib --product hms2fa-admin 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' >&2 || true
+  swift build -c release --static-swift-stdlib 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' >&2 || true
   local bin
   bin="$(swift build -c release --static-swift-stdlib --show-bin-path)/hms2fa-admin"
   [ -x "$bin" ] || die "the release build failed"

@@ -20,7 +20,7 @@ runs=${2:-5}
 
 ensure_prerequisites
 say "building the release binary"
-swift build -c release --static-swift-stdlib --product hms2fa-admin >/dev/null
+swift build -c release --static-swift-stdlib >/dev/null
 admin="$(swift build -c release --static-swift-stdlib --show-bin-path)/hms2fa-admin"
 psql_bin="$PG_BIN/psql"
 

@@ -313,51 +313,57 @@ extension JSONValue {
 /// Typed reading of the members of a JSON document from the database (the card, the reset's
 /// outcome, a phone's owners), naming the member that is missing or of the wrong type. Optional
 /// members may be null or absent.
-struct JSONFields {
-  struct Mismatch: Error, CustomStringConvertible {
-    var description: String
+package struct JSONFields {
+  package struct Mismatch: Error, CustomStringConvertible {
+    package var description: String
   }
 
-  let value: JSONValue
-  let path: String
+  package let value: JSONValue
+  package let path: String
 
-  init(_ value: JSONValue, at path: String) {
+  package init(_ value: JSONValue, at path: String) {
     self.value = value
     self.path = path
   }
 
   /// The document in `text`, called `name` in messages.
-  init(_ text: String, named name: String) throws {
+  package init(_ text: String, named name: String) throws {
     self.init(try JSONValue.parse(text), at: name)
   }
 
-  func string(_ name: String) throws(Mismatch) -> String { try required(name, "a string", JSONValue.stringValue) }
-  func optionalString(_ name: String) throws(Mismatch) -> String? {
+  package func string(_ name: String) throws(Mismatch) -> String {
+    try required(name, "a string", JSONValue.stringValue)
+  }
+  package func optionalString(_ name: String) throws(Mismatch) -> String? {
     try optional(name, "a string", JSONValue.stringValue)
   }
-  func bool(_ name: String) throws(Mismatch) -> Bool { try required(name, "true or false", JSONValue.boolValue) }
-  func optionalBool(_ name: String) throws(Mismatch) -> Bool? {
+  package func bool(_ name: String) throws(Mismatch) -> Bool {
+    try required(name, "true or false", JSONValue.boolValue)
+  }
+  package func optionalBool(_ name: String) throws(Mismatch) -> Bool? {
     try optional(name, "true or false", JSONValue.boolValue)
   }
-  func int(_ name: String) throws(Mismatch) -> Int64 { try required(name, "an integer", JSONValue.intValue) }
-  func optionalInt(_ name: String) throws(Mismatch) -> Int64? { try optional(name, "an integer", JSONValue.intValue) }
+  package func int(_ name: String) throws(Mismatch) -> Int64 { try required(name, "an integer", JSONValue.intValue) }
+  package func optionalInt(_ name: String) throws(Mismatch) -> Int64? {
+    try optional(name, "an integer", JSONValue.intValue)
+  }
 
-  func object(_ name: String) throws(Mismatch) -> JSONFields {
+  package func object(_ name: String) throws(Mismatch) -> JSONFields {
     JSONFields(try required(name, "an object") { if case .object = $0 { $0 } else { nil } }, at: "\(path).\(name)")
   }
 
-  func array(_ name: String) throws(Mismatch) -> [JSONFields] {
+  package func array(_ name: String) throws(Mismatch) -> [JSONFields] {
     try JSONFields(required(name, "an array") { $0 }, at: "\(path).\(name)").items
   }
 
-  func optionalArray(_ name: String) throws(Mismatch) -> [JSONFields]? {
+  package func optionalArray(_ name: String) throws(Mismatch) -> [JSONFields]? {
     try optional(name, "an array") { $0 }.map { value throws(Mismatch) in
       try JSONFields(value, at: "\(path).\(name)").items
     }
   }
 
   /// The items of this value, an array.
-  var items: [JSONFields] {
+  package var items: [JSONFields] {
     get throws(Mismatch) {
       guard case .array(let items) = value else { throw Mismatch(description: "\(path) is not an array") }
       return items.enumerated().map { JSONFields($1, at: "\(path)[\($0)]") }
@@ -365,7 +371,7 @@ struct JSONFields {
   }
 
   /// This value itself, a string (an item of an array of them).
-  var asString: String {
+  package var asString: String {
     get throws(Mismatch) {
       guard let text = JSONValue.stringValue(value) else { throw Mismatch(description: "\(path) is not a string") }
       return text
@@ -373,7 +379,7 @@ struct JSONFields {
   }
 
   /// This value itself, an integer (an item of an array of them).
-  var asInt: Int64 {
+  package var asInt: Int64 {
     get throws(Mismatch) {
       guard let number = JSONValue.intValue(value) else { throw Mismatch(description: "\(path) is not an integer") }
       return number
@@ -402,7 +408,11 @@ struct JSONFields {
 }
 
 extension JSONValue {
-  static func stringValue(_ value: JSONValue) -> String? { if case .string(let text) = value { text } else { nil } }
-  static func boolValue(_ value: JSONValue) -> Bool? { if case .bool(let flag) = value { flag } else { nil } }
-  static func intValue(_ value: JSONValue) -> Int64? { if case .int(let number) = value { number } else { nil } }
+  package static func stringValue(_ value: JSONValue) -> String? {
+    if case .string(let text) = value { text } else { nil }
+  }
+  package static func boolValue(_ value: JSONValue) -> Bool? { if case .bool(let flag) = value { flag } else { nil } }
+  package static func intValue(_ value: JSONValue) -> Int64? {
+    if case .int(let number) = value { number } else { nil }
+  }
 }

@@ -5,11 +5,6 @@ import Postgres
 #elseif canImport(Darwin)
   import Darwin
 #endif
-#if canImport(FoundationEssentials)
-  import FoundationEssentials
-#else
-  import Foundation
-#endif
 
 /// A variable of the process's environment, read by name (getenv): copying the whole environment
 /// into a dictionary, as `ProcessInfo.environment` does, is a measurable part of a look-up's
@@ -141,7 +136,7 @@ public struct DatabaseTarget: Sendable {
 }
 
 /// Runs `body` and turns any database failure into the `DeskError` the desk should see.
-func desk<T>(_ action: DeskAction?, on connection: Connection, _ body: () throws -> T) throws(DeskError) -> T {
+package func desk<T>(_ action: DeskAction?, on connection: Connection, _ body: () throws -> T) throws(DeskError) -> T {
   do {
     return try body()
   } catch {

@@ -1,6 +1,6 @@
 /// Describes a value pasted by an agent for an error message: short, printable, and never the
 /// whole of a 64 KB paste.
-func quoted(_ text: String, limit: Int = 40) -> String {
+package func quoted(_ text: String, limit: Int = 40) -> String {
   var shown = ""
   for scalar in text.unicodeScalars.prefix(limit) {
     shown +=
@@ -189,7 +189,7 @@ public struct Ticket: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension String {
-  func trimmingASCIISpaces() -> String {
+  package func trimmingASCIISpaces() -> String {
     let scalars = unicodeScalars
     let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
     guard let start = scalars.firstIndex(where: { !isSpace($0) }),

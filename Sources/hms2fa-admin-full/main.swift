@@ -1,0 +1,3 @@
+import HelpDeskCLI
+
+CLI.main()
