@@ -40,6 +40,9 @@ public struct PhoneConfirmation: Sendable {
   public var otherHolders: [PhoneHolder]
   /// What `--release` retired.
   public var released: [ReleasedHolder]
+  /// For an identity check: until when the proof counts for `enrollment reset`, by the
+  /// database's clock (which decides), at most a second or so early, never late.
+  public var proofValidUntil: Date
 }
 
 /// Who is, was and proved to be on a number (`phone owner`).
@@ -212,7 +215,7 @@ public enum PhoneVerification {
         let result = try db.queryFirst(
           """
           SELECT outcome, tries_left, account_id, phone, other_holders::text AS other_holders,
-                 released::text AS released
+                 released::text AS released, now() + interval '15 minutes' AS proof_valid_until
             FROM hms2fa_api.confirm_verification(\(id), \(code.saltedHash(salt)), \(ticket.value), \(release))
           """)
       else { throw DeskError(.software, "internal error: no outcome") }
@@ -252,7 +255,8 @@ public enum PhoneVerification {
           ReleasedHolder(
             accountId: try r.string("account_id"), deviceIds: try r.array("device_ids").map { try $0.asInt },
             email: try r.string("email"), displayName: try r.string("display_name"))
-        })
+        },
+        proofValidUntil: try row.decode("proof_valid_until"))
     } catch {
       throw DeskError(.software, "internal error: \(error)")
     }

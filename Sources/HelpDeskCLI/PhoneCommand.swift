@@ -304,7 +304,7 @@ struct IdentityCommand: ParsableCommand {
       global.console.emit(
         .object([
           ("account_id", .string(id.value)), ("phone", .string(result.phone)), ("verified", .bool(true)),
-          ("proof_valid_until", .string(Date().addingTimeInterval(15 * 60).iso8601UTC())),
+          ("proof_valid_until", .string(result.proofValidUntil.iso8601UTC())),
         ])
       ) {
         "verified: the caller received the code sent to \(result.phone), on file for \(id); "

@@ -320,11 +320,19 @@ struct PhoneVerificationTests {
         on: setup.tier1)
     }
     #expect(notTheirs?.status == .dataError)
-    _ = try PhoneVerification.confirm(
+    let confirmed = try PhoneVerification.confirm(
       setup.caller, purpose: .identity, phone: nil, code: try setup.lastCode(), ticket: setup.ticket, on: setup.tier1)
     let proof = try setup.database.connect().queryFirst(
       "SELECT (hms2fa.identity_proof('cd222', interval '15 minutes')).verification_id AS id")
     #expect(try proof?.decode("id", as: Int64?.self) == sent.verificationID)
+    // The proof's end as the agent is told it: by the database's clock, never after the moment
+    // the reset stops accepting it, and early by no more than the confirmation's one-second wait.
+    let ends = try setup.database.connect().queryFirst(
+      "SELECT ended_at + interval '15 minutes' AS ends FROM hms2fa.phone_verifications WHERE verification_id = \(sent.verificationID)"
+    )
+    let end = try #require(try ends?.decode("ends", as: Date.self))
+    #expect(confirmed.proofValidUntil <= end)
+    #expect(confirmed.proofValidUntil > end.addingTimeInterval(-3))
     // An ownership code is no identity proof, and an identity code can't confirm ownership.
     let wrongPurpose = #expect(throws: DeskError.self) { try setup.confirm(try setup.lastCode()) }
     #expect(wrongPurpose?.status == .dataError)
