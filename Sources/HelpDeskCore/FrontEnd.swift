@@ -78,30 +78,42 @@ public enum FrontEnd {
   /// Replaces this process with `hms2fa-admin-full` from this binary's directory, with the same
   /// arguments (the first included, so messages and `ps` still say `hms2fa-admin`). Nothing of
   /// the process has been changed yet: signal dispositions and open files pass as they came.
+  /// Never a bare name: that would run whatever `hms2fa-admin-full` the current directory
+  /// holds.
   static func runCommands(_ arguments: [String]) -> Never {
-    let path = executableDirectory().map { $0 + "/" + commandsBinary } ?? commandsBinary
-    execv(path, CommandLine.unsafeArgv)
-    let reason = String(cString: strerror(errno))
+    let message: String
+    if var path = executableDirectory() {
+      path += Array("/\(commandsBinary)".utf8)
+      path.append(0)
+      execv(path.map { CChar(bitPattern: $0) }, CommandLine.unsafeArgv)
+      let reason = String(cString: strerror(errno))
+      let shown = String(decoding: path.dropLast(), as: UTF8.self)
+      message = "cannot run \(shown) (\(reason)); install \(commandsBinary) in the same directory as hms2fa-admin"
+    } else {
+      message =
+        "cannot find the directory hms2fa-admin was run from (/proc/self/exe unreadable), so not "
+        + "\(commandsBinary) either; run \(commandsBinary) itself, by its full path"
+    }
     prepareProcess()
-    Console(json: arguments.contains("--json")).fail(
-      DeskError(
-        .configuration,
-        "cannot run \(path) (\(reason)); install \(commandsBinary) in the same directory as hms2fa-admin"))
+    Console(json: arguments.contains("--json")).fail(DeskError(.configuration, message))
     finishProcess(ExitStatus.configuration.rawValue)
   }
 
-  /// The directory of the running binary, symbolic links resolved.
-  private static func executableDirectory() -> String? {
+  /// The directory of the running binary, symbolic links resolved, as bytes (a path needn't be
+  /// UTF-8).
+  private static func executableDirectory() -> [UInt8]? {
     #if os(Linux)
       var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-      let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-      guard length > 0 else { return nil }
-      let path = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+      let length = readlink("/proc/self/exe", &buffer, buffer.count)
+      // A path that filled the buffer may have been cut short.
+      guard length > 0, length < buffer.count else { return nil }
+      let path = buffer[..<length].map { UInt8(bitPattern: $0) }
     #else
-      guard let path = CommandLine.arguments.first, path.contains("/") else { return nil }
+      guard let first = CommandLine.arguments.first, first.contains("/") else { return nil }
+      let path = Array(first.utf8)
     #endif
-    guard let slash = path.lastIndex(of: "/") else { return nil }
-    return slash == path.startIndex ? "/" : String(path[..<slash])
+    guard let slash = path.lastIndex(of: UInt8(ascii: "/")) else { return nil }
+    return slash == 0 ? [UInt8(ascii: "/")] : Array(path[..<slash])
   }
 }
 
