@@ -35,14 +35,13 @@ public enum FrontEnd {
     finishProcess(status)
   }
 
-  /// `user show` in its plain forms, read without the argument parser: the desk's most frequent
-  /// command, run while a person waits on the phone, and the parser's reflection costs more at
-  /// start-up than the look-up itself (README, Benchmarks). Taken only: `user show` then, in any
-  /// order, one ACCOUNT not starting with "-", and at most once each `--json`, `--read-only`,
-  /// `--database VALUE` or `--database=VALUE` (a non-empty value not starting with "-").
-  /// Anything else (`--help`, `--`, an unknown or repeated option, no account, two accounts, an
-  /// account spelled `help`) returns nil and goes to the parser, which owns every message about
-  /// a command line.
+  /// `user show` in its plain forms, read without the argument parser (whose reflection alone
+  /// cost more at start-up than the look-up, and which the front end doesn't link). Taken only:
+  /// `user show` then, in any order, one ACCOUNT not starting with "-", and at most once each
+  /// `--json`, `--read-only`, `--database VALUE` or `--database=VALUE` (a non-empty value not
+  /// starting with "-"). Anything else (`--help`, `--`, an unknown or repeated option, no
+  /// account, two accounts, an account spelled `help`) returns nil and goes to
+  /// `hms2fa-admin-full`'s parser, which owns every message about a command line.
   public static func quickUserShow(_ arguments: [String]) -> (account: String, target: LookupTarget)? {
     guard arguments.count >= 3, arguments[0] == "user", arguments[1] == "show" else { return nil }
     var account: String?
