@@ -24,13 +24,8 @@ public enum CLI {
       var command = try AdminCommand.parseAsRoot(arguments)
       try command.run()
       return 0
-    } catch let error as DeskError {
-      console.fail(error)
-      return error.status.rawValue
-    } catch let error as PostgresError {
-      let desk = deskError(error)
-      console.fail(desk)
-      return desk.status.rawValue
+    } catch let error where error is DeskError || error is PostgresError {
+      return console.report(error)
     } catch {
       let code = AdminCommand.exitCode(for: error)
       if code == .success {

@@ -54,6 +54,14 @@ public struct Console {
     }
   }
 
+  /// Reports a failed command (a desk error, or a database error as the desk reads it) and
+  /// returns the exit status the contract gives it.
+  public func report(_ error: any Error) -> Int32 {
+    let desk = deskError(error)
+    fail(desk)
+    return desk.status.rawValue
+  }
+
   public func writeStderrPublic(_ text: String) { writeStderr(text) }
 
   private func writeStderr(_ text: String) {

@@ -24,15 +24,12 @@ public enum FrontEnd {
     guard let show = quickUserShow(arguments) else { runCommands(arguments) }
     prepareProcess()
     let console = Console(json: arguments.contains("--json"))
-    var status: Int32 = 0
     do {
       try ShowCard.run(account: show.account, from: show.target, console: console)
+      finishProcess(0)
     } catch {
-      let desk = deskError(error)
-      console.fail(desk)
-      status = desk.status.rawValue
+      finishProcess(console.report(error))
     }
-    finishProcess(status)
   }
 
   /// `user show` in its plain forms, read without the argument parser (whose reflection alone
