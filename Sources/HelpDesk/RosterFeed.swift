@@ -13,31 +13,57 @@ public struct RosterEntry: Sendable, Equatable {
   public var highRisk: Bool
 }
 
+/// A record of the feed: a row read and checked, or an account recognised without reading.
+public enum RosterRecord: Sendable, Equatable {
+  case entry(RosterEntry)
+  /// The record is exactly what the feed would hold for this account (by the recogniser's
+  /// numbering) unchanged.
+  case recognised(account: Int, line: Int)
+}
+
 /// The identity feed's CSV export, read one row at a time so that a million-row file is never
 /// in memory as rows: RFC 4180 quoting, UTF-8 with or without a byte order mark, CRLF or LF
 /// line ends, a header naming the columns in any order. Each row is normalised and checked as
 /// it is read, and an account id seen twice is refused; the first problem stops the read with
 /// its line and column.
 ///
-/// CSV.swift parses the fields. It is fed the file in blocks of whole records, as strings: its
+/// CSV.swift parses the fields. It is fed the file in runs of whole records, as strings: its
 /// file-stream input goes through Foundation byte by byte, at less than half the speed. A
-/// block ends at a line feed outside quotes; finding it follows RFC 4180's quoting, and refuses
+/// record ends at a line feed outside quotes; finding it follows RFC 4180's quoting, and refuses
 /// quotes RFC 4180 doesn't allow (CSV.swift would take them as text, and the two readings of the
 /// file would differ). That is all that is read here by hand.
+///
+/// With a recogniser (`nextRecord(recognising:)`), a record it knows byte for byte is returned as
+/// that account without being parsed at all; runs of the others go to CSV.swift.
 public final class RosterFeed {
   /// The columns the header must name, each once.
   public static let columns = ["account_id", "display_name", "email", "status", "high_risk"]
 
   /// The file, as named by the caller.
   public let path: String
+  /// How the feed writes its rows, known once the first row is read; nil before, or when the
+  /// first row spells a status or flag in an unusual way.
+  public private(set) var style: RosterStyle?
   private let input: RecordBlocks
   private var reader: CSVReader?
   /// Where each of `columns` is in the file's rows.
   private var positions: [Int] = []
   private var width = 0
   private var nextLine = 1
-  /// The line each account id was first seen on.
+  /// The line each account id read (not recognised) was first seen on.
   private var seen: [String: Int] = [:]
+  /// The block of whole records being read, where each of its records ends (the index of its
+  /// line feed; the last record of the file may have none), and how far it has been read.
+  private var block: [UInt8] = []
+  private var recordEnds: [Int] = []
+  private var nextEnd = 0
+  private var offset = 0
+  /// A recognised account whose record follows the run CSV.swift is reading.
+  private var deferred: Int?
+  /// The first row has been read (and `style` learned from it, if it could be).
+  private var styleLearned = false
+  /// The first byte of the record CSV.swift is reading, while it reads one record alone.
+  private var firstByte: UInt8?
 
   /// Opens the file and reads its header.
   ///
@@ -59,7 +85,7 @@ public final class RosterFeed {
     let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     seen.reserveCapacity(min(size / 40, 4_000_000))
     let expected = Self.columns.joined(separator: ",")
-    guard let header = try nextFields() else {
+    guard case .fields(let header) = try nextRaw(recognising: nil) else {
       throw .badData("\(shownPath) is empty: the first line must be the header \(expected)")
     }
     var found = [Int?](repeating: nil, count: Self.columns.count)
@@ -90,9 +116,29 @@ public final class RosterFeed {
   ///   wrong number of fields, text that isn't UTF-8, a value that isn't valid, or an account id
   ///   already seen.
   public func next() throws(DeskError) -> RosterEntry? {
+    while let record = try nextRecord(recognising: nil) {
+      if case .entry(let entry) = record { return entry }
+    }
+    return nil
+  }
+
+  /// The next record, or nil at the end of the file: `.recognised` when `recognise` knows its
+  /// bytes (without the line end) as an account, otherwise the row, read and checked as by
+  /// `next()`. Records are offered to `recognise` only once the first row has been read.
+  ///
+  /// An account id is refused as seen before only when it is seen twice in rows read: whoever
+  /// recognises records keeps track of the accounts they stand for (`repeated`).
+  public func nextRecord(recognising recognise: ((UnsafeBufferPointer<UInt8>) -> Int?)?) throws(DeskError)
+    -> RosterRecord?
+  {
     while true {
       let line = nextLine
-      guard let fields = try nextFields() else { return nil }
+      guard let raw = try nextRaw(recognising: recognise) else { return nil }
+      let fields: [String]
+      switch raw {
+      case .recognised(let account): return .recognised(account: account, line: line)
+      case .fields(let read): fields = read
+      }
       if fields.count == 1, fields[0].isEmpty { continue }
       guard fields.count == width else {
         if fields.count < width {
@@ -104,20 +150,88 @@ public final class RosterFeed {
           "line \(line), column \(width + 1): one field too many; the row has \(fields.count) fields, the header "
             + "\(width) (a comma in an unquoted value?)")
       }
-      return try entry(fields, line: line)
+      if !styleLearned {
+        styleLearned = true
+        style = RosterStyle(positions: positions, fields: fields, firstByte: firstByte)
+      }
+      return .entry(try entry(fields, line: line))
     }
   }
 
-  /// The next record's fields from CSV.swift, moving `nextLine` past it.
-  private func nextFields() throws(DeskError) -> [String]? {
+  /// The problem of an account id listed a second time, on `line`, first on `first`.
+  public func repeated(_ id: String, line: Int, first: Int) -> DeskError {
+    .badData(
+      "line \(line), column \(positions[0] + 1) (account_id): account id \(id) appears again (first on line "
+        + "\(first)); ids are compared trimmed and lowercased")
+  }
+
+  private enum Raw {
+    case fields([String])
+    case recognised(Int)
+  }
+
+  /// The next record's fields from CSV.swift, or the account `recognise` knows it as, moving
+  /// `nextLine` past it.
+  private func nextRaw(recognising recognise: ((UnsafeBufferPointer<UInt8>) -> Int?)?) throws(DeskError) -> Raw? {
     while true {
-      if let reader, let fields = reader.next() {
-        nextLine += 1 + fields.reduce(0) { $0 + $1.lineFeeds }
-        return fields
+      if let reader {
+        if let fields = reader.next() {
+          nextLine += 1 + fields.reduce(0) { $0 + $1.lineFeeds }
+          return .fields(fields)
+        }
+        self.reader = nil
       }
-      guard let block = try input.next(line: nextLine) else { return nil }
+      if let account = deferred {
+        // A recognised record has no line break inside: its fields have none.
+        deferred = nil
+        nextLine += 1
+        return .recognised(account)
+      }
+      if offset >= block.count {
+        guard let next = try input.next(line: nextLine) else { return nil }
+        (block, recordEnds) = next
+        nextEnd = 0
+        offset = 0
+        continue
+      }
+      // A run of records not recognised, up to one that is, or to the end of the block; until
+      // the first row is read, one record at a time.
+      let start = offset
+      let recognising = styleLearned ? recognise : nil
+      let oneRecord = !styleLearned
+      // Locals while the run is gathered: a class's stored properties are checked for exclusive
+      // access at every touch.
+      var position = offset
+      var endIndex = nextEnd
+      var found: Int?
+      let runEnd = block.withUnsafeBufferPointer { bytes in
+        recordEnds.withUnsafeBufferPointer { ends in
+          while position < bytes.count {
+            let recordStart = position
+            let end = endIndex < ends.count ? ends[endIndex] + 1 : bytes.count
+            endIndex += 1
+            position = end
+            if let recognising {
+              var last = end
+              if last > recordStart, bytes[last - 1] == 0x0A { last -= 1 }
+              if last > recordStart, bytes[last - 1] == 0x0D { last -= 1 }
+              if let account = recognising(UnsafeBufferPointer(rebasing: bytes[recordStart..<last])) {
+                found = account
+                return recordStart
+              }
+            }
+            if oneRecord { break }
+          }
+          return position
+        }
+      }
+      offset = position
+      nextEnd = endIndex
+      deferred = found
+      guard runEnd > start else { continue }
+      firstByte = block[start]
       do {
-        reader = try CSVReader(string: block)
+        reader = try CSVReader(string: String(decoding: block[start..<runEnd], as: UTF8.self))
       } catch {
         throw DeskError(.software, "internal error: CSV.swift refused a block (\(error))")
       }
@@ -135,8 +249,7 @@ public final class RosterFeed {
       throw problem(0, error.message)
     }
     if let first = seen.updateValue(line, forKey: accountID.value) {
-      throw problem(
-        0, "account id \(accountID) appears again (first on line \(first)); ids are compared trimmed and lowercased")
+      throw repeated(accountID.value, line: line, first: first)
     }
     let displayName = fields[positions[1]].trimmingASCIISpaces()
     guard !displayName.isEmpty else { throw problem(1, "the name is empty") }
@@ -205,6 +318,8 @@ private final class RecordBlocks {
   /// How far `pending` has been scanned, and the last record end (line feed) found in it.
   private var scanned = 0
   private var lastEnd: Int?
+  /// The record ends (line feeds outside quotes) found in `pending`.
+  private var ends: [Int] = []
   /// The field being scanned, from 1, for messages.
   private var column = 1
   /// Where in `pending` the record being scanned starts.
@@ -216,8 +331,10 @@ private final class RecordBlocks {
     self.blockSize = blockSize
   }
 
-  /// The next block, or nil at the end of the file; `line` is the line it starts on.
-  func next(line: Int) throws(DeskError) -> String? {
+  /// The next block and where each of its records ends (the index of its line feed; a last
+  /// record without one isn't listed), or nil at the end of the file; `line` is the line it
+  /// starts on.
+  func next(line: Int) throws(DeskError) -> (bytes: [UInt8], recordEnds: [Int])? {
     while true {
       // The records before a problem are returned first (their own problems come first); the
       // scan stops at the problem's byte, so the next call finds it again and throws.
@@ -234,10 +351,12 @@ private final class RecordBlocks {
         scanned -= end + 1
         recordStart -= end + 1
         lastEnd = nil
-        guard let text = String(validating: block, as: UTF8.self) else {
+        let blockEnds = ends
+        ends.removeAll(keepingCapacity: true)
+        guard String(validating: block, as: UTF8.self) != nil else {
           throw notUTF8(block, line: line)
         }
-        return text
+        return (block, blockEnds)
       }
       if atEnd { return nil }
       let data: Data?
@@ -268,10 +387,33 @@ private final class RecordBlocks {
   private func scan(line: Int) -> DeskError? {
     var stray: (index: Int, message: String)?
     var tooLong = false
-    pending.withUnsafeBufferPointer { bytes in
+    // The scan's state lives in locals while it runs: stored properties of a class are checked
+    // for exclusive access at every touch, which costs more than the scan itself.
+    var state = self.state
+    var column = self.column
+    var recordStart = self.recordStart
+    var lastEnd = self.lastEnd
+    var ends = self.ends
+    self.ends = []
+    let maxRecordBytes = self.maxRecordBytes
+    let index = pending.withUnsafeBufferPointer { bytes in
       var index = scanned
       while index < bytes.count {
         let byte = bytes[index]
+        // Most bytes are text that changes nothing: skip them quickly.
+        if byte > 0x2C || (byte != 0x22 && byte != 0x2C && byte != 0x0A && byte != 0x0D) {
+          switch state {
+          case .unquoted, .quoted:
+            index += 1
+            continue
+          case .fieldStart:
+            state = .unquoted
+            index += 1
+            continue
+          case .quoteInQuoted, .afterQuoted, .carriageReturn:
+            break
+          }
+        }
         switch (state, byte) {
         case (.quoted, 0x22): state = .quoteInQuoted
         case (.quoted, _): break
@@ -284,6 +426,7 @@ private final class RecordBlocks {
             state = .fieldStart
             column = 1
             lastEnd = index
+            ends.append(index)
             recordStart = index + 1
           }
         case (.carriageReturn, _):
@@ -311,9 +454,15 @@ private final class RecordBlocks {
         if stray != nil || tooLong { break }
         index += 1
       }
-      scanned = index
-      if index - recordStart > maxRecordBytes { tooLong = true }
+      return index
     }
+    scanned = index
+    if index - recordStart > maxRecordBytes { tooLong = true }
+    self.state = state
+    self.column = column
+    self.recordStart = recordStart
+    self.lastEnd = lastEnd
+    self.ends = ends
     if tooLong {
       return .badData(
         "line \(line + lineFeeds(before: recordStart)): a record runs on for more than \(maxRecordBytes >> 20) MiB; "

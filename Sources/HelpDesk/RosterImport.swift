@@ -63,10 +63,13 @@ public struct RosterImportResult: Sendable {
 }
 
 /// Loads the identity feed's export into `hms2fa.accounts`: the batch job behind `accounts
-/// import`. Rows are checked as they are read and streamed by COPY into a staging table of the
-/// transaction; `hms2fa_api.apply_roster` checks them again, refuses the whole feed at the first
-/// problem and applies it. Everything happens in one transaction: a refused or failed import
-/// changes nothing.
+/// import`. The registry's roster is read first (`RosterSnapshot`); the feed's records that are
+/// exactly an account as it stands are recognised without being parsed, and the others are
+/// parsed, checked and streamed by COPY into a staging table of the transaction, with the
+/// accounts the feed doesn't list in another. `hms2fa_api.apply_roster_delta` checks them again,
+/// checks that the parts cover every account once, refuses the whole feed at the first problem
+/// and applies it. Everything happens in one REPEATABLE READ transaction: what was compared is
+/// what is changed, and a refused or failed import changes nothing.
 public enum RosterImport {
   static let action = DeskAction("importing the roster", tier: .batch)
 
@@ -105,12 +108,23 @@ public enum RosterImport {
   private static func load(_ feed: RosterFeed, options: RosterImportOptions, on db: Connection) throws
     -> RosterImportResult
   {
-    try db.execute("SELECT hms2fa_api.open_roster_feed()")
+    // The roster read below and the changes applied after must be of one snapshot.
+    try db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    try db.execute("SELECT hms2fa_api.open_roster_delta()")
+    // The first row tells how the feed writes its rows, and so how to write the accounts to
+    // recognise them.
+    let first = try feed.next()
+    let roster = try RosterSnapshot(reading: db, style: first == nil ? nil : feed.style)
     do {
       try db.copyIn(
         "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
       ) { writer in
-        while let entry = try feed.next() {
+        func send(_ entry: RosterEntry) throws {
+          if let account = roster.account(id: entry.accountID.value),
+            let before = roster.list(account, line: entry.line, recognised: false)
+          {
+            throw feed.repeated(entry.accountID.value, line: entry.line, first: before)
+          }
           writer.append(entry.line)
           try writer.append(entry.accountID.value)
           try writer.append(entry.displayName)
@@ -119,6 +133,22 @@ public enum RosterImport {
           writer.append(entry.highRisk)
           try writer.endRow()
         }
+        guard let first else { return }
+        try send(first)
+        while let record = try feed.nextRecord(recognising: roster.account(recognising:)) {
+          switch record {
+          case .entry(let entry):
+            try send(entry)
+          case .recognised(let account, let line):
+            if let before = roster.list(account, line: line, recognised: true) {
+              throw feed.repeated(roster.id(of: account), line: line, first: before)
+            }
+          }
+        }
+      }
+      let absent = roster.unlisted
+      if !absent.isEmpty {
+        try db.copyIn("COPY pg_temp.roster_absent (account_id) FROM STDIN", rows: absent.lazy.map { [$0] })
       }
     } catch let error as PostgresError
       where [SQLState.checkViolation, SQLState.uniqueViolation, SQLState.notNullViolation].contains(error.sqlState)
@@ -129,12 +159,12 @@ public enum RosterImport {
     guard
       let row = try db.queryFirst(
         """
-        SELECT * FROM hms2fa_api.apply_roster(
-          \(options.disableMissing), \(String(options.maxDisableFraction))::numeric, \(options.force),
-          \(options.dryRun), \(feed.path), \(options.ticket?.value))
+        SELECT * FROM hms2fa_api.apply_roster_delta(
+          \(roster.recognised), \(options.disableMissing), \(String(options.maxDisableFraction))::numeric,
+          \(options.force), \(options.dryRun), \(feed.path), \(options.ticket?.value))
         """)
     else {
-      throw DeskError(.software, "internal error: apply_roster returned nothing")
+      throw DeskError(.software, "internal error: apply_roster_delta returned nothing")
     }
     var result = RosterImportResult(
       source: feed.path, dryRun: options.dryRun, rows: try row.decode("feed_rows"),

@@ -393,6 +393,54 @@ public final class Connection {
     if let serverError { throw serverError }
     return loaded
   }
+
+  /// Runs `COPY … TO STDOUT` and hands `body` the data as it arrives, in the pieces the server
+  /// sends them (a row each, in practice; a reader must not rely on it); returns how many rows
+  /// were copied.
+  ///
+  /// When `body` throws, the rest of the data is read and dropped, so that the connection can go
+  /// on, and the error is rethrown as it is.
+  /// - Throws: what `body` throws; `.server` when the server rejects the statement or fails while
+  ///   copying, `.connectionLost`.
+  @discardableResult
+  public func copyOut(_ copyStatement: String, receiving body: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+    guard let start = PQexec(handle, copyStatement) else { throw failure(nil) }
+    guard PQresultStatus(start) == PGRES_COPY_OUT else {
+      let error = failure(start)
+      PQclear(start)
+      throw error
+    }
+    PQclear(start)
+    var consumerError: Error?
+    while true {
+      var data: UnsafeMutablePointer<CChar>?
+      let length = PQgetCopyData(handle, &data, 0)
+      guard length > 0, let data else { break }
+      defer { PQfreemem(data) }
+      if consumerError == nil {
+        do {
+          try body(UnsafeRawBufferPointer(start: data, count: Int(length)))
+        } catch {
+          consumerError = error
+        }
+      }
+    }
+    var copied = 0
+    var serverError: PostgresError?
+    while let result = PQgetResult(handle) {
+      if PQresultStatus(result) == PGRES_COMMAND_OK {
+        copied = Int(String(cString: PQcmdTuples(result))) ?? 0
+      } else if serverError == nil {
+        serverError = failure(result)
+      }
+      PQclear(result)
+    }
+    if serverError == nil, PQstatus(handle) != CONNECTION_OK { serverError = failure(nil) }
+    if let lost = serverError, lost.kind == .connectionLost { throw lost }
+    if let consumerError { throw consumerError }
+    if let serverError { throw serverError }
+    return copied
+  }
 }
 
 /// Writes the rows of one `COPY … FROM STDIN` in PostgreSQL's text format: fields separated by

@@ -1,0 +1,461 @@
+import Foundation
+import Postgres
+
+/// How the identity feed writes its rows, learned from its header and first row, so that the
+/// registry's accounts can be written the same way and compared with the feed's rows byte for
+/// byte.
+public struct RosterStyle: Sendable, Equatable {
+  /// Where each of `RosterFeed.columns` is in a row.
+  public var positions: [Int]
+  /// Every field in quotes (the first field of the first row was quoted); otherwise only fields
+  /// that need them (a comma, a quote or a line break in the text).
+  public var quoteAll: Bool
+  /// How the feed spells the statuses and the high-risk flag.
+  public var active: String
+  public var disabled: String
+  public var yes: String
+  public var no: String
+
+  /// The style of a feed whose row `fields` (as CSV.swift gave them, untrimmed) came from a
+  /// record starting with `firstByte`; nil when the row spells a status or flag in a way that
+  /// can't be told apart from others (with spaces around it, say). A feed without a style is
+  /// compared field by field, more slowly.
+  init?(positions: [Int], fields: [String], firstByte: UInt8?) {
+    guard positions.count == 5, fields.count == 5 else { return nil }
+    let status = fields[positions[3]]
+    guard ["active", "disabled"].contains(status.lowercased()),
+      let active = Self.spelled("active", like: status), let disabled = Self.spelled("disabled", like: status)
+    else { return nil }
+    let flag = fields[positions[4]]
+    let yesWords = ["true", "t", "yes", "y", "1"]
+    let noWords = ["false", "f", "no", "n", "0"]
+    guard let index = yesWords.firstIndex(of: flag.lowercased()) ?? noWords.firstIndex(of: flag.lowercased()),
+      let yes = Self.spelled(yesWords[index], like: flag), let no = Self.spelled(noWords[index], like: flag)
+    else { return nil }
+    self.positions = positions
+    self.quoteAll = firstByte == 0x22
+    self.active = active
+    self.disabled = disabled
+    self.yes = yes
+    self.no = no
+  }
+
+  /// `word` (lowercase) in the case of `sample`: all lowercase, all capitals or capitalised.
+  private static func spelled(_ word: String, like sample: String) -> String? {
+    if sample == sample.lowercased() { return word }
+    if sample == sample.uppercased() { return word.uppercased() }
+    if sample == sample.prefix(1).uppercased() + sample.dropFirst().lowercased() {
+      return word.prefix(1).uppercased() + word.dropFirst()
+    }
+    return nil
+  }
+}
+
+/// The registry's roster as a roster import compares its feed with it: every account's id, and
+/// for each account whose fields are already in the form the feed's checks would give them, the
+/// CSV record the feed would hold for it unchanged, written in the feed's style.
+///
+/// A feed record that is byte for byte one of these records is that account, unchanged: CSV.swift
+/// would read exactly the account's fields from it, the checks would pass them as they are, and
+/// the import would change nothing. Such records are recognised here and never parsed; every
+/// other record (new, changed, or merely written differently) is parsed and checked in full. A
+/// nightly export lists nearly everyone unchanged, so nearly every record is recognised.
+///
+/// Read with `COPY … TO STDOUT (FORMAT binary)` from `hms2fa_api.roster_accounts`, in the
+/// import's REPEATABLE READ transaction, so that what is compared is what is then applied.
+final class RosterSnapshot {
+  /// Accounts read.
+  let count: Int
+  /// Account ids, end to end; account `i` ends at `idEnds[i]`.
+  private let idBytes: [UInt8]
+  private let idEnds: [Int]
+  private let idHashes: [UInt64]
+  /// The records, end to end; empty for an account not in the feed's form.
+  private let records: [UInt8]
+  private let recordEnds: [Int]
+  private let recordHashes: [UInt64]
+  private let idTable: HashSlots
+  private let recordTable: HashSlots
+  /// The line of the feed each account is listed on; 0 while it isn't.
+  private let lines: UnsafeMutableBufferPointer<Int>
+  /// Accounts the feed listed as recognised records.
+  private(set) var recognised = 0
+  /// The account after the last one recognised: a feed tends to list accounts in the order the
+  /// registry holds them, and this one is tried first.
+  private var guess = 0
+
+  /// Reads the roster; with a nil `style`, only the ids (the feed is then compared in full).
+  ///
+  /// - Throws: a `PostgresError` from the server; a `.software` `DeskError` for data that isn't
+  ///   the binary COPY the statement asks for.
+  init(reading db: Connection, style: RosterStyle?) throws {
+    var builder = Builder(style: style)
+    var decoder = BinaryCopyDecoder(columns: 5)
+    try db.copyOut(
+      """
+      COPY (SELECT account_id, display_name, email, status, high_risk FROM hms2fa_api.roster_accounts)
+        TO STDOUT (FORMAT binary)
+      """
+    ) { chunk in
+      try decoder.feed(chunk) { fields throws(DeskError) in builder.add(fields) }
+    }
+    guard decoder.finished else { throw DeskError(.software, "internal error: the roster's COPY data ended early") }
+    count = builder.idEnds.count
+    idBytes = builder.idBytes
+    idEnds = builder.idEnds
+    idHashes = builder.idHashes
+    records = builder.records
+    recordEnds = builder.recordEnds
+    recordHashes = builder.recordHashes
+    var ids = HashSlots(count: count)
+    var known = HashSlots(count: count)
+    for account in 0..<count {
+      ids.insert(account, hash: idHashes[account])
+      if recordEnds[account] > (account == 0 ? 0 : recordEnds[account - 1]) {
+        known.insert(account, hash: recordHashes[account])
+      }
+    }
+    idTable = ids
+    recordTable = known
+    lines = .allocate(capacity: count)
+    lines.initialize(repeating: 0)
+  }
+
+  deinit {
+    lines.deallocate()
+  }
+
+  /// The account whose record is exactly `bytes`, if any.
+  func account(recognising bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+    records.withUnsafeBufferPointer { all in
+      let guess = self.guess
+      if guess < count, sameBytes(UnsafeBufferPointer(rebasing: all[recordRange(guess)]), bytes) {
+        self.guess = guess + 1
+        return guess
+      }
+      let found = recordTable.find(hash: quickHash(bytes), hashes: recordHashes) { account in
+        sameBytes(UnsafeBufferPointer(rebasing: all[recordRange(account)]), bytes)
+      }
+      if let found { self.guess = found + 1 }
+      return found
+    }
+  }
+
+  /// The account with id `id`, if any.
+  func account(id: String) -> Int? {
+    var id = id
+    return id.withUTF8 { key in
+      idBytes.withUnsafeBufferPointer { all in
+        idTable.find(hash: quickHash(key), hashes: idHashes) { account in
+          sameBytes(UnsafeBufferPointer(rebasing: all[idRange(account)]), key)
+        }
+      }
+    }
+  }
+
+  func id(of account: Int) -> String {
+    String(decoding: idBytes[idRange(account)], as: UTF8.self)
+  }
+
+  /// Notes that the feed lists `account` on `line`; returns the line it was listed on before,
+  /// if it was (the feed then lists it twice).
+  func list(_ account: Int, line: Int, recognised: Bool) -> Int? {
+    if lines[account] != 0 { return lines[account] }
+    lines[account] = line
+    if recognised { self.recognised += 1 }
+    return nil
+  }
+
+  /// The ids of the accounts the feed hasn't listed.
+  var unlisted: [String] {
+    lines.indices.filter { lines[$0] == 0 }.map(id(of:))
+  }
+
+  private func idRange(_ account: Int) -> Range<Int> {
+    (account == 0 ? 0 : idEnds[account - 1])..<idEnds[account]
+  }
+
+  private func recordRange(_ account: Int) -> Range<Int> {
+    (account == 0 ? 0 : recordEnds[account - 1])..<recordEnds[account]
+  }
+
+  /// Collects the accounts as the COPY data arrives.
+  private struct Builder {
+    let style: RosterStyle?
+    /// The column each field of a record holds: field k is `RosterFeed.columns[order[k]]`.
+    let order: [Int]
+    var idBytes: [UInt8] = []
+    var idEnds: [Int] = []
+    var idHashes: [UInt64] = []
+    var records: [UInt8] = []
+    var recordEnds: [Int] = []
+    var recordHashes: [UInt64] = []
+
+    init(style: RosterStyle?) {
+      self.style = style
+      order = style.map { style in (0..<5).map { position in style.positions.firstIndex(of: position) ?? 0 } } ?? []
+    }
+
+    /// Adds one account from its five binary COPY fields.
+    mutating func add(_ fields: UnsafeBufferPointer<UnsafeRawBufferPointer>) {
+      let id = fields[0]
+      idBytes.append(contentsOf: id)
+      idEnds.append(idBytes.count)
+      idHashes.append(quickHash(id.assumingMemoryBound(to: UInt8.self)))
+      let recordStart = records.count
+      appendRecord(fields)
+      recordEnds.append(records.count)
+      recordHashes.append(
+        records.count == recordStart
+          ? 0 : records.withUnsafeBufferPointer { quickHash(UnsafeBufferPointer(rebasing: $0[recordStart...])) })
+    }
+
+    /// Appends the record the feed holds for this account unchanged; nothing when the account's
+    /// fields aren't in the feed's form (or the feed's style isn't known).
+    private mutating func appendRecord(_ fields: UnsafeBufferPointer<UnsafeRawBufferPointer>) {
+      guard let style, fields[4].count == 1, RosterSnapshot.isNormalID(fields[0]),
+        RosterSnapshot.isNormalName(fields[1]), RosterSnapshot.isNormalEmail(fields[2])
+      else { return }
+      let status: String
+      if fields[3].elementsEqual("active".utf8) {
+        status = style.active
+      } else if fields[3].elementsEqual("disabled".utf8) {
+        status = style.disabled
+      } else {
+        return
+      }
+      let flag = fields[4][0] != 0 ? style.yes : style.no
+      for position in 0..<5 {
+        if position > 0 { records.append(0x2C) }
+        let column = order[position]
+        switch column {
+        case 0, 1, 2: Self.write(fields[column], quoted: style.quoteAll, to: &records)
+        default:
+          var text = column == 3 ? status : flag
+          text.withUTF8 { Self.write(UnsafeRawBufferPointer($0), quoted: style.quoteAll, to: &records) }
+        }
+      }
+    }
+
+    /// Writes a field as RFC 4180 does: in quotes, with quotes doubled, when `quoted` or when it
+    /// holds a comma, a quote or a line break.
+    private static func write(_ bytes: UnsafeRawBufferPointer, quoted: Bool, to record: inout [UInt8]) {
+      let quote = quoted || bytes.contains { $0 == 0x2C || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }
+      guard quote else {
+        record.append(contentsOf: bytes)
+        return
+      }
+      record.append(0x22)
+      for byte in bytes {
+        record.append(byte)
+        if byte == 0x22 { record.append(0x22) }
+      }
+      record.append(0x22)
+    }
+  }
+
+  // MARK: The feed's form
+  //
+  // Each test is stricter than the check of the feed's rows it stands for: an account it passes
+  // is one whose fields the checks would leave exactly as they are; one it fails is merely
+  // compared in full. (RosterSnapshotTests holds them to it.)
+
+  /// `AccountID(parsing:)` keeps it as it is: 1 to 64 of a–z, 0–9, '.', '_', '-', starting with
+  /// a letter or digit.
+  static func isNormalID(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard let first = bytes.first, bytes.count <= 64, isLowerAlphanumeric(first) else { return false }
+    return bytes.allSatisfy { isLowerAlphanumeric($0) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }
+  }
+
+  /// The feed's name check keeps it as it is: not empty, no space at either end, no control
+  /// characters, and (to be plain) no tab or line break at all.
+  static func isNormalName(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard let first = bytes.first, let last = bytes.last, first != 0x20, last != 0x20 else { return false }
+    var previous: UInt8 = 0
+    for byte in bytes {
+      // C0 controls and DEL; C1 controls (U+0080–U+009F) are C2 80 … C2 9F in UTF-8.
+      if byte < 0x20 || byte == 0x7F || (previous == 0xC2 && byte >= 0x80 && byte <= 0x9F) { return false }
+      previous = byte
+    }
+    return true
+  }
+
+  /// `EmailAddress(ofRecord:)` keeps it as it is: printable ASCII without spaces, at most 254
+  /// bytes, one '@' with text before it, a domain of two or more non-empty labels with no
+  /// capital letters.
+  static func isNormalEmail(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard !bytes.isEmpty, bytes.count <= 254 else { return false }
+    var at: Int?
+    var lastDot: Int?
+    var previous: UInt8 = 0
+    for (index, byte) in bytes.enumerated() {
+      if byte <= 0x20 || byte >= 0x7F { return false }
+      if byte == 0x40 {
+        guard at == nil, index > 0 else { return false }
+        at = index
+      } else if let at {
+        if byte == 0x2E {
+          guard index > at + 1, previous != 0x2E else { return false }
+          lastDot = index
+        } else if byte >= 0x41 && byte <= 0x5A {
+          return false
+        }
+      }
+      previous = byte
+    }
+    guard let lastDot, lastDot < bytes.count - 1 else { return false }
+    return true
+  }
+
+  private static func isLowerAlphanumeric(_ byte: UInt8) -> Bool {
+    (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte)
+  }
+}
+
+private func sameBytes(_ one: UnsafeBufferPointer<UInt8>, _ other: UnsafeBufferPointer<UInt8>) -> Bool {
+  guard one.count == other.count else { return false }
+  guard let first = one.baseAddress, let second = other.baseAddress else { return true }
+  return memcmp(first, second, one.count) == 0
+}
+
+/// A quick hash of a short byte string, eight bytes at a time, for the tables above (a match is
+/// always confirmed by comparing the bytes, so it need only spread keys well, not resist
+/// anyone: the keys are the registry's own records).
+private func quickHash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+  let raw = UnsafeRawBufferPointer(bytes)
+  var hash: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(raw.count)
+  var offset = 0
+  while offset + 8 <= raw.count {
+    hash = (hash ^ raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+    hash ^= hash >> 32
+    offset += 8
+  }
+  var tail: UInt64 = 0
+  while offset < raw.count {
+    tail = tail << 8 | UInt64(raw[offset])
+    offset += 1
+  }
+  hash = (hash ^ tail) &* 0xC4CE_B9FE_1A85_EC53
+  hash ^= hash >> 33
+  return hash
+}
+
+/// An open-addressing hash table of row numbers: the rows' hashes and bytes stay with the
+/// caller, which confirms each candidate.
+private struct HashSlots {
+  /// Row number + 1; 0 for an empty slot.
+  private var slots: [Int32]
+  private let mask: Int
+
+  /// Room for `count` rows, at most half full.
+  init(count: Int) {
+    var size = 16
+    while size < count * 2 { size <<= 1 }
+    slots = Array(repeating: 0, count: size)
+    mask = size - 1
+  }
+
+  mutating func insert(_ row: Int, hash: UInt64) {
+    var slot = Int(truncatingIfNeeded: hash) & mask
+    while slots[slot] != 0 { slot = (slot + 1) & mask }
+    slots[slot] = Int32(row + 1)
+  }
+
+  func find(hash: UInt64, hashes: [UInt64], matches: (Int) -> Bool) -> Int? {
+    var slot = Int(truncatingIfNeeded: hash) & mask
+    while slots[slot] != 0 {
+      let row = Int(slots[slot]) - 1
+      if hashes[row] == hash && matches(row) { return row }
+      slot = (slot + 1) & mask
+    }
+    return nil
+  }
+}
+
+/// Reads PostgreSQL's binary COPY format as it arrives, in pieces of any size: the header, then
+/// rows of `columns` non-null fields, then the trailer.
+struct BinaryCopyDecoder {
+  let columns: Int
+  private(set) var finished = false
+  private var headerRead = false
+  /// Bytes of a row (or the header) that continues in the next piece.
+  private var carry: [UInt8] = []
+  private var fields: [UnsafeRawBufferPointer]
+
+  init(columns: Int) {
+    self.columns = columns
+    fields = Array(repeating: UnsafeRawBufferPointer(start: nil, count: 0), count: columns)
+  }
+
+  /// Decodes what `piece` completes, calling `row` with the fields of each whole row (valid
+  /// during the call only).
+  mutating func feed(
+    _ piece: UnsafeRawBufferPointer, row: (UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(DeskError) -> Void
+  ) throws(DeskError) {
+    if carry.isEmpty {
+      let used = try decode(piece, row: row)
+      carry.append(contentsOf: piece[used...])
+    } else {
+      carry.append(contentsOf: piece)
+      let joined = carry
+      var used = 0
+      var failure: DeskError?
+      joined.withUnsafeBytes { bytes in
+        do throws(DeskError) {
+          used = try decode(bytes, row: row)
+        } catch {
+          failure = error
+        }
+      }
+      if let failure { throw failure }
+      carry.removeFirst(used)
+    }
+  }
+
+  /// Decodes the whole rows at the start of `bytes`; returns how many bytes they took.
+  private mutating func decode(
+    _ bytes: UnsafeRawBufferPointer, row: (UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(DeskError) -> Void
+  ) throws(DeskError) -> Int {
+    func malformed(_ what: String) -> DeskError {
+      DeskError(.software, "internal error: the roster's COPY data is malformed (\(what))")
+    }
+    func integer(at offset: Int, size: Int) -> Int {
+      var value = 0
+      for index in offset..<offset + size { value = value << 8 | Int(bytes[index]) }
+      return value
+    }
+    var offset = 0
+    if !headerRead {
+      // "PGCOPY\n\xFF\r\n\0", flags, then the length of a header extension.
+      guard bytes.count >= 19 else { return 0 }
+      guard bytes.starts(with: [0x50, 0x47, 0x43, 0x4F, 0x50, 0x59, 0x0A, 0xFF, 0x0D, 0x0A, 0x00]) else {
+        throw malformed("no PGCOPY signature")
+      }
+      let extensionLength = integer(at: 15, size: 4)
+      guard bytes.count >= 19 + extensionLength else { return 0 }
+      offset = 19 + extensionLength
+      headerRead = true
+    }
+    while offset + 2 <= bytes.count, !finished {
+      let count = Int(Int16(truncatingIfNeeded: integer(at: offset, size: 2)))
+      if count == -1 {
+        finished = true
+        return offset + 2
+      }
+      guard count == columns else { throw malformed("a row of \(count) fields") }
+      var cursor = offset + 2
+      for column in 0..<columns {
+        guard cursor + 4 <= bytes.count else { return offset }
+        let length = Int(Int32(truncatingIfNeeded: integer(at: cursor, size: 4)))
+        guard length >= 0 else { throw malformed("a null field") }
+        cursor += 4
+        guard cursor + length <= bytes.count else { return offset }
+        fields[column] = UnsafeRawBufferPointer(rebasing: bytes[cursor..<cursor + length])
+        cursor += length
+      }
+      try fields.withUnsafeBufferPointer { fields throws(DeskError) in try row(fields) }
+      offset = cursor
+    }
+    return offset
+  }
+}
