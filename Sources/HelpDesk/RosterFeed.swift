@@ -38,13 +38,16 @@ public enum RosterRecord: Sendable, Equatable {
 public final class RosterFeed {
   /// The columns the header must name, each once.
   public static let columns = ["account_id", "display_name", "email", "status", "high_risk"]
+  /// How far the file is read ahead of the rows taken, in bytes: a nightly export of a million
+  /// accounts (60 MB) is read whole while the import reads the registry's roster.
+  static let readAhead = 64 << 20
 
   /// The file, as named by the caller.
   public let path: String
   /// How the feed writes its rows, known once the first row is read; nil before, or when the
   /// first row spells a status or flag in an unusual way.
   public private(set) var style: RosterStyle?
-  private let input: RecordBlocks
+  private let input: BlockPrefetch
   private var reader: CSVReader?
   /// Where each of `columns` is in the file's rows.
   private var positions: [Int] = []
@@ -80,7 +83,10 @@ public final class RosterFeed {
     guard FileManager.default.isReadableFile(atPath: path), let handle = FileHandle(forReadingAtPath: path) else {
       throw .usage("\(shownPath) can't be read (permissions?)")
     }
-    input = RecordBlocks(handle: handle, path: shownPath, blockSize: max(blockSize, 64))
+    let blockSize = max(blockSize, 64)
+    input = BlockPrefetch(
+      RecordBlocks(handle: handle, path: shownPath, blockSize: blockSize),
+      capacity: max(2, Self.readAhead / blockSize))
     // Rows are rarely shorter than 40 bytes; growing the table as it fills costs more.
     let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     seen.reserveCapacity(min(size / 40, 4_000_000))
@@ -108,6 +114,10 @@ public final class RosterFeed {
       positions.append(position)
     }
     width = header.count
+  }
+
+  deinit {
+    input.stop()
   }
 
   /// The next row, or nil at the end of the file. Blank lines are skipped.
@@ -188,8 +198,9 @@ public final class RosterFeed {
         return .recognised(account)
       }
       if offset >= block.count {
-        guard let next = try input.next(line: nextLine) else { return nil }
-        (block, recordEnds) = next
+        guard let next = try input.next() else { return nil }
+        block = next.bytes
+        recordEnds = next.recordEnds
         nextEnd = 0
         offset = 0
         continue
@@ -284,6 +295,79 @@ public final class RosterFeed {
   }
 }
 
+/// A block of whole records of the feed: its bytes (valid UTF-8) and where each record ends (the
+/// index of its line feed; a last record without one isn't listed).
+private struct Block: Sendable {
+  var bytes: [UInt8]
+  var recordEnds: [Int]
+}
+
+/// Reads a file's blocks ahead, on a thread of its own, so that reading and scanning the file
+/// goes on while the import does other work (reads the registry's roster, parses rows). At most
+/// `capacity` blocks wait to be taken. The end of the file, or its first problem, is the last
+/// thing read, and is given again to every later call.
+private final class BlockPrefetch: @unchecked Sendable {
+  // `blocks` is used by the reading thread alone; everything else only under `condition`.
+  private let blocks: RecordBlocks
+  private let condition = NSCondition()
+  private var ready: [Result<Block?, DeskError>] = []
+  private var taken = 0
+  private var stopped = false
+  private let capacity: Int
+
+  init(_ blocks: RecordBlocks, capacity: Int) {
+    self.blocks = blocks
+    self.capacity = capacity
+    Thread { [self] in readAhead() }.start()
+  }
+
+  private func readAhead() {
+    while true {
+      let result: Result<Block?, DeskError>
+      do {
+        result = .success(try blocks.next())
+      } catch {
+        result = .failure(error)
+      }
+      condition.lock()
+      while ready.count - taken >= capacity && !stopped { condition.wait() }
+      if stopped {
+        condition.unlock()
+        return
+      }
+      if taken > 0 {
+        ready.removeFirst(taken)
+        taken = 0
+      }
+      ready.append(result)
+      condition.broadcast()
+      condition.unlock()
+      guard case .success(.some) = result else { return }
+    }
+  }
+
+  /// The next block, nil at the end of the file.
+  func next() throws(DeskError) -> Block? {
+    condition.lock()
+    defer { condition.unlock() }
+    while ready.count == taken { condition.wait() }
+    let result = ready[taken]
+    if case .success(.some) = result {
+      taken += 1
+      condition.broadcast()
+    }
+    return try result.get()
+  }
+
+  /// Lets the reading thread end; the blocks not taken are dropped.
+  func stop() {
+    condition.lock()
+    stopped = true
+    condition.broadcast()
+    condition.unlock()
+  }
+}
+
 /// A file cut into blocks of whole CSV records, each checked to be UTF-8 and returned as a
 /// string.
 ///
@@ -301,6 +385,11 @@ private final class RecordBlocks {
   private var pending: [UInt8] = []
   private var atEnd = false
   private var atStart = true
+  /// The line `pending` starts on, and the line feeds in it up to the last record end.
+  private var line = 1
+  private var lineFeedsToLastEnd = 0
+  /// Line feeds in `pending` up to where it has been scanned.
+  private var lineFeedsScanned = 0
   /// The longest record accepted: far beyond any real row of five short fields.
   private let maxRecordBytes = 1 << 20
 
@@ -332,13 +421,12 @@ private final class RecordBlocks {
   }
 
   /// The next block and where each of its records ends (the index of its line feed; a last
-  /// record without one isn't listed), or nil at the end of the file; `line` is the line it
-  /// starts on.
-  func next(line: Int) throws(DeskError) -> (bytes: [UInt8], recordEnds: [Int])? {
+  /// record without one isn't listed), or nil at the end of the file.
+  func next() throws(DeskError) -> Block? {
     while true {
       // The records before a problem are returned first (their own problems come first); the
       // scan stops at the problem's byte, so the next call finds it again and throws.
-      let problem = scan(line: line)
+      let problem = scan()
       if lastEnd == nil, let problem { throw problem }
       if let end = lastEnd ?? (atEnd && !pending.isEmpty ? pending.count - 1 : nil) {
         if lastEnd == nil, state == .quoted {
@@ -356,7 +444,10 @@ private final class RecordBlocks {
         guard String(validating: block, as: UTF8.self) != nil else {
           throw notUTF8(block, line: line)
         }
-        return (block, blockEnds)
+        line += lineFeedsToLastEnd
+        lineFeedsScanned -= lineFeedsToLastEnd
+        lineFeedsToLastEnd = 0
+        return Block(bytes: block, recordEnds: blockEnds)
       }
       if atEnd { return nil }
       let data: Data?
@@ -384,7 +475,7 @@ private final class RecordBlocks {
   /// Scans the bytes of `pending` not yet scanned, noting the last record end, up to the first
   /// problem: a misplaced quote, a lone CR, a record too long. Returns that problem (line and
   /// column), leaving its byte unscanned.
-  private func scan(line: Int) -> DeskError? {
+  private func scan() -> DeskError? {
     var stray: (index: Int, message: String)?
     var tooLong = false
     // The scan's state lives in locals while it runs: stored properties of a class are checked
@@ -394,6 +485,8 @@ private final class RecordBlocks {
     var recordStart = self.recordStart
     var lastEnd = self.lastEnd
     var ends = self.ends
+    var feeds = lineFeedsScanned
+    var lineFeedsToLastEnd = self.lineFeedsToLastEnd
     self.ends = []
     let maxRecordBytes = self.maxRecordBytes
     let index = pending.withUnsafeBufferPointer { bytes in
@@ -416,6 +509,7 @@ private final class RecordBlocks {
         }
         switch (state, byte) {
         case (.quoted, 0x22): state = .quoteInQuoted
+        case (.quoted, 0x0A): feeds += 1
         case (.quoted, _): break
         case (.quoteInQuoted, 0x22): state = .quoted
         case (.fieldStart, 0x22): state = .quoted
@@ -428,6 +522,8 @@ private final class RecordBlocks {
             lastEnd = index
             ends.append(index)
             recordStart = index + 1
+            feeds += 1
+            lineFeedsToLastEnd = feeds
           }
         case (.carriageReturn, _):
           stray = (
@@ -463,6 +559,8 @@ private final class RecordBlocks {
     self.recordStart = recordStart
     self.lastEnd = lastEnd
     self.ends = ends
+    lineFeedsScanned = feeds
+    self.lineFeedsToLastEnd = lineFeedsToLastEnd
     if tooLong {
       return .badData(
         "line \(line + lineFeeds(before: recordStart)): a record runs on for more than \(maxRecordBytes >> 20) MiB; "

@@ -419,10 +419,11 @@ struct BinaryCopyDecoder {
     func malformed(_ what: String) -> DeskError {
       DeskError(.software, "internal error: the roster's COPY data is malformed (\(what))")
     }
-    func integer(at offset: Int, size: Int) -> Int {
-      var value = 0
-      for index in offset..<offset + size { value = value << 8 | Int(bytes[index]) }
-      return value
+    func int16(at offset: Int) -> Int {
+      Int(Int16(bitPattern: UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
+    }
+    func int32(at offset: Int) -> Int {
+      Int(Int32(bitPattern: UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))))
     }
     var offset = 0
     if !headerRead {
@@ -431,13 +432,13 @@ struct BinaryCopyDecoder {
       guard bytes.starts(with: [0x50, 0x47, 0x43, 0x4F, 0x50, 0x59, 0x0A, 0xFF, 0x0D, 0x0A, 0x00]) else {
         throw malformed("no PGCOPY signature")
       }
-      let extensionLength = integer(at: 15, size: 4)
+      let extensionLength = int32(at: 15)
       guard bytes.count >= 19 + extensionLength else { return 0 }
       offset = 19 + extensionLength
       headerRead = true
     }
     while offset + 2 <= bytes.count, !finished {
-      let count = Int(Int16(truncatingIfNeeded: integer(at: offset, size: 2)))
+      let count = int16(at: offset)
       if count == -1 {
         finished = true
         return offset + 2
@@ -446,7 +447,7 @@ struct BinaryCopyDecoder {
       var cursor = offset + 2
       for column in 0..<columns {
         guard cursor + 4 <= bytes.count else { return offset }
-        let length = Int(Int32(truncatingIfNeeded: integer(at: cursor, size: 4)))
+        let length = int32(at: cursor)
         guard length >= 0 else { throw malformed("a null field") }
         cursor += 4
         guard cursor + length <= bytes.count else { return offset }
