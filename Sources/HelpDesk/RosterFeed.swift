@@ -44,6 +44,8 @@ public final class RosterFeed {
 
   /// The file, as named by the caller.
   public let path: String
+  /// Its size in bytes when it was opened.
+  public let size: Int
   /// How the feed writes its rows, known once the first row is read; nil before, or when the
   /// first row spells a status or flag in an unusual way.
   public private(set) var style: RosterStyle?
@@ -88,7 +90,7 @@ public final class RosterFeed {
       RecordBlocks(handle: handle, path: shownPath, blockSize: blockSize),
       capacity: max(2, Self.readAhead / blockSize))
     // Rows are rarely shorter than 40 bytes; growing the table as it fills costs more.
-    let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+    size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     seen.reserveCapacity(min(size / 40, 4_000_000))
     let expected = Self.columns.joined(separator: ",")
     guard case .fields(let header) = try nextRaw(recognising: nil) else {

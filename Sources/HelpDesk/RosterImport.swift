@@ -114,7 +114,7 @@ public enum RosterImport {
     // The first row tells how the feed writes its rows, and so how to write the accounts to
     // recognise them.
     let first = try feed.next()
-    let roster = try RosterSnapshot(reading: db, style: first == nil ? nil : feed.style)
+    let roster = try RosterSnapshot(reading: db, style: first == nil ? nil : feed.style, expectedBytes: feed.size)
     do {
       try db.copyIn(
         "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
