@@ -284,8 +284,19 @@ BEGIN
   PERFORM hms2fa.lock_roster();
 
   SELECT count(*), count(*) FILTER (WHERE a.status = 'active') INTO v_accounts, v_active FROM hms2fa.accounts a;
-  SELECT count(*), count(a.account_id) INTO v_sent, v_listed
-    FROM ONLY pg_temp.roster_feed f LEFT JOIN hms2fa.accounts a ON a.account_id = f.account_id;
+  -- The rows sent, each beside its account as it stands (none for a new one): looked up once,
+  -- by key, for the check below and for the changes.
+  IF to_regclass('pg_temp.roster_compared') IS NOT NULL THEN
+    DROP TABLE pg_temp.roster_compared;
+  END IF;
+  CREATE TEMPORARY TABLE roster_compared ON COMMIT DROP AS
+    SELECT f.account_id, f.line, f.display_name, f.email, f.status, f.high_risk,
+           a.account_id IS NOT NULL AS known,
+           a.display_name AS old_display_name, a.email AS old_email, a.status AS old_status,
+           a.high_risk AS old_high_risk
+      FROM ONLY pg_temp.roster_feed f
+      LEFT JOIN hms2fa.accounts a ON a.account_id = f.account_id;
+  SELECT count(*), count(*) FILTER (WHERE c.known) INTO v_sent, v_listed FROM pg_temp.roster_compared c;
   SELECT count(*), count(a.account_id) INTO v_absent, v_absent_known
     FROM ONLY pg_temp.roster_absent x LEFT JOIN hms2fa.accounts a ON a.account_id = x.account_id;
   IF p_unchanged IS NULL OR p_unchanged < 0 OR v_absent_known <> v_absent
@@ -300,17 +311,13 @@ BEGIN
     DROP TABLE pg_temp.roster_changes;
   END IF;
   CREATE TEMPORARY TABLE roster_changes ON COMMIT DROP AS
-    SELECT CASE WHEN a.account_id IS NULL THEN 'added' ELSE 'changed' END AS change,
-           f.account_id, f.line,
-           a.display_name AS old_display_name, f.display_name,
-           a.email AS old_email, f.email,
-           a.status AS old_status, f.status,
-           a.high_risk AS old_high_risk, f.high_risk
-      FROM ONLY pg_temp.roster_feed f
-      LEFT JOIN hms2fa.accounts a ON a.account_id = f.account_id
-     WHERE a.account_id IS NULL
-        OR (a.display_name, a.email, a.status, a.high_risk)
-           IS DISTINCT FROM (f.display_name, f.email, f.status, f.high_risk)
+    SELECT CASE WHEN c.known THEN 'changed' ELSE 'added' END AS change,
+           c.account_id, c.line, c.old_display_name, c.display_name, c.old_email, c.email,
+           c.old_status, c.status, c.old_high_risk, c.high_risk
+      FROM pg_temp.roster_compared c
+     WHERE NOT c.known
+        OR (c.old_display_name, c.old_email, c.old_status, c.old_high_risk)
+           IS DISTINCT FROM (c.display_name, c.email, c.status, c.high_risk)
     UNION ALL
     SELECT 'disabled', a.account_id, NULL::bigint,
            a.display_name, NULL::text, a.email, NULL::text, a.status, 'disabled', a.high_risk, NULL::boolean
