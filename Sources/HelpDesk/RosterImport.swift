@@ -101,6 +101,10 @@ public enum RosterImport {
     }
   }
 
+  /// Rows of the feed into the staging table (`CopyInWriter.append(_:)` writes them).
+  static let feedCopy =
+    "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
+
   private struct DryRunFinished: Error {
     var result: RosterImportResult
   }
@@ -116,22 +120,14 @@ public enum RosterImport {
     let first = try feed.next()
     let roster = try RosterSnapshot(reading: db, style: first == nil ? nil : feed.style, expectedBytes: feed.size)
     do {
-      try db.copyIn(
-        "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
-      ) { writer in
+      try db.copyIn(feedCopy) { writer in
         func send(_ entry: RosterEntry) throws {
           if let account = roster.account(id: entry.accountID.value),
             let before = roster.list(account, line: entry.line, recognised: false)
           {
             throw feed.repeated(entry.accountID.value, line: entry.line, first: before)
           }
-          writer.append(entry.line)
-          try writer.append(entry.accountID.value)
-          try writer.append(entry.displayName)
-          try writer.append(entry.email.value)
-          try writer.append(entry.status)
-          writer.append(entry.highRisk)
-          try writer.endRow()
+          try writer.append(entry)
         }
         guard let first else { return }
         try send(first)
@@ -187,5 +183,18 @@ public enum RosterImport {
       }
     }
     return result
+  }
+}
+
+extension CopyInWriter {
+  /// Writes `entry` as a row of `RosterImport.feedCopy`.
+  func append(_ entry: RosterEntry) throws(PostgresError) {
+    append(entry.line)
+    try append(entry.accountID.value)
+    try append(entry.displayName)
+    try append(entry.email.value)
+    try append(entry.status)
+    append(entry.highRisk)
+    try endRow()
   }
 }

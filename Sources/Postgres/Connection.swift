@@ -378,20 +378,26 @@ public final class Connection {
     }
     // A failed PQputCopyData means the connection is gone: the results below say so.
     _ = PQputCopyEnd(handle, producerError == nil ? nil : "cancelled by the client")
-    var loaded = 0
-    var serverError: PostgresError?
-    while let result = PQgetResult(handle) {
-      if PQresultStatus(result) == PGRES_COMMAND_OK {
-        loaded = Int(String(cString: PQcmdTuples(result))) ?? 0
-      } else if serverError == nil {
-        serverError = failure(result)
-      }
-      PQclear(result)
-    }
+    let (loaded, serverError) = copyOutcome()
     if let lost = serverError, lost.kind == .connectionLost { throw lost }
     if let producerError { throw producerError }
     if let serverError { throw serverError }
     return loaded
+  }
+
+  /// The results that end a COPY: the rows its command tag counts, and the first error.
+  private func copyOutcome() -> (rows: Int, error: PostgresError?) {
+    var rows = 0
+    var firstError: PostgresError?
+    while let result = PQgetResult(handle) {
+      if PQresultStatus(result) == PGRES_COMMAND_OK {
+        rows = Int(String(cString: PQcmdTuples(result))) ?? 0
+      } else if firstError == nil {
+        firstError = failure(result)
+      }
+      PQclear(result)
+    }
+    return (rows, firstError)
   }
 
   /// Runs `COPY … TO STDOUT` and hands `body` the data as it arrives, in the pieces the server
@@ -406,7 +412,11 @@ public final class Connection {
   public func copyOut(_ copyStatement: String, receiving body: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
     guard let start = PQexec(handle, copyStatement) else { throw failure(nil) }
     guard PQresultStatus(start) == PGRES_COPY_OUT else {
-      let error = failure(start)
+      let status = PQresultStatus(start)
+      let error =
+        status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK
+        ? PostgresError(.client, message: "not a COPY … TO STDOUT statement: \(oneLine(copyStatement))")
+        : failure(start)
       PQclear(start)
       throw error
     }
@@ -425,16 +435,7 @@ public final class Connection {
         }
       }
     }
-    var copied = 0
-    var serverError: PostgresError?
-    while let result = PQgetResult(handle) {
-      if PQresultStatus(result) == PGRES_COMMAND_OK {
-        copied = Int(String(cString: PQcmdTuples(result))) ?? 0
-      } else if serverError == nil {
-        serverError = failure(result)
-      }
-      PQclear(result)
-    }
+    var (copied, serverError) = copyOutcome()
     if serverError == nil, PQstatus(handle) != CONNECTION_OK { serverError = failure(nil) }
     if let lost = serverError, lost.kind == .connectionLost { throw lost }
     if let consumerError { throw consumerError }

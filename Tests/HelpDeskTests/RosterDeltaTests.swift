@@ -261,18 +261,8 @@ struct RosterDeltaTests {
       let feed = try RosterFeed(path: path)
       return try db.transaction {
         try db.execute("SELECT hms2fa_api.open_roster_feed()")
-        try db.copyIn(
-          "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
-        ) { writer in
-          while let entry = try feed.next() {
-            writer.append(entry.line)
-            try writer.append(entry.accountID.value)
-            try writer.append(entry.displayName)
-            try writer.append(entry.email.value)
-            try writer.append(entry.status)
-            writer.append(entry.highRisk)
-            try writer.endRow()
-          }
+        try db.copyIn(RosterImport.feedCopy) { writer in
+          while let entry = try feed.next() { try writer.append(entry) }
         }
         let row = try #require(
           try db.queryFirst(

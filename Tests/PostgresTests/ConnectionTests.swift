@@ -183,6 +183,35 @@ struct ConnectionTests {
     #expect(try db.queryFirst("SELECT count(*) AS n FROM t")?.decode("n", as: Int.self) == 0)
   }
 
+  @Test("COPY TO STDOUT hands over every row; a reader that throws, or a failing query, leaves the connection usable")
+  func copyOut() throws {
+    struct Stop: Error {}
+    let db = try TestDatabase.create(migrated: false).connect()
+    var text: [UInt8] = []
+    let copied = try db.copyOut("COPY (SELECT n, 'row ' || n FROM generate_series(1, 100000) n) TO STDOUT") {
+      text.append(contentsOf: $0)
+    }
+    #expect(copied == 100_000)
+    let lines = String(decoding: text, as: UTF8.self).split(separator: "\n")
+    #expect(lines.count == 100_000)
+    #expect(lines.last == "100000\trow 100000")
+    var pieces = 0
+    #expect(throws: Stop.self) {
+      try db.copyOut("COPY (SELECT n FROM generate_series(1, 100000) n) TO STDOUT") { _ in
+        pieces += 1
+        if pieces == 10 { throw Stop() }
+      }
+    }
+    #expect(pieces == 10)
+    let failed = #expect(throws: PostgresError.self) {
+      try db.copyOut("COPY (SELECT 1 / (n - 50000) FROM generate_series(1, 100000) n) TO STDOUT") { _ in }
+    }
+    #expect(failed?.sqlState == "22012")
+    let notCopy = #expect(throws: PostgresError.self) { try db.copyOut("SELECT 1") { _ in } }
+    #expect(notCopy?.kind == .client)
+    #expect(try db.queryFirst("SELECT 41 + 1 AS n")?.decode("n", as: Int.self) == 42)
+  }
+
   @Test("a COPY the server rejects loads nothing and leaves the connection usable")
   func copyRejected() throws {
     let db = try TestDatabase.create(migrated: false).connect()
