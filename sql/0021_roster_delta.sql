@@ -218,8 +218,9 @@ $$;
 
 -- Opens the staging tables of an import by difference, for this transaction: pg_temp.roster_feed
 -- (open_roster_feed's) for the feed's rows that don't match an account exactly, and
--- pg_temp.roster_absent for the accounts the feed doesn't list. Takes the import's lock now, so
--- that a second import stops before it reads the roster.
+-- pg_temp.roster_absent for the accounts the feed doesn't list; and pg_temp.roster_registry, for
+-- count_roster, which the caller can't write. Takes the import's lock now, so that a second
+-- import stops before it reads the roster.
 CREATE FUNCTION hms2fa_api.open_roster_delta() RETURNS void
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
@@ -227,14 +228,51 @@ AS $$
 BEGIN
   PERFORM hms2fa.lock_roster();
   PERFORM hms2fa_api.open_roster_feed();
-  IF to_regclass('pg_temp.roster_absent') IS NOT NULL THEN
-    RAISE EXCEPTION 'this session already has a table pg_temp.roster_absent'
+  IF to_regclass('pg_temp.roster_absent') IS NOT NULL OR to_regclass('pg_temp.roster_registry') IS NOT NULL THEN
+    RAISE EXCEPTION 'this session already has a table pg_temp.roster_absent or pg_temp.roster_registry'
       USING ERRCODE = 'H2U81', HINT = 'run the import in a new transaction';
   END IF;
   CREATE TEMPORARY TABLE roster_absent (
     account_id text PRIMARY KEY
   ) ON COMMIT DROP;
   EXECUTE format('GRANT INSERT ON TABLE pg_temp.roster_absent TO %I', session_user);
+  CREATE TEMPORARY TABLE roster_registry (
+    accounts bigint NOT NULL,
+    active   bigint NOT NULL
+  ) ON COMMIT DROP;
+END
+$$;
+
+-- Raises unless pg_temp.roster_absent and pg_temp.roster_registry are the tables
+-- open_roster_delta made.
+CREATE FUNCTION hms2fa.check_roster_delta() RETURNS void
+  LANGUAGE plpgsql STABLE
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF (SELECT count(*) FROM pg_catalog.pg_class c
+       WHERE c.oid IN (to_regclass('pg_temp.roster_absent'), to_regclass('pg_temp.roster_registry'))
+         AND c.relkind = 'r' AND c.relpersistence = 't' AND c.relowner = 'hms2fa_owner'::regrole) <> 2 THEN
+    RAISE EXCEPTION 'no import by difference open in this transaction'
+      USING ERRCODE = 'H2U82', HINT = 'call hms2fa_api.open_roster_delta() first, in the same transaction';
+  END IF;
+END
+$$;
+
+-- Counts the accounts, and the active ones, into pg_temp.roster_registry, where
+-- apply_roster_delta finds them (it counts them itself otherwise). In the import's REPEATABLE
+-- READ snapshot these are the counts of the roster the client read and of the registry the
+-- import changes, whenever they are taken; the tool has them taken while it is still
+-- recognising records, so that the full scan costs the import nothing.
+CREATE FUNCTION hms2fa_api.count_roster() RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM hms2fa.check_roster_delta();
+  DELETE FROM pg_temp.roster_registry;
+  INSERT INTO pg_temp.roster_registry (accounts, active)
+    SELECT count(*), count(*) FILTER (WHERE a.status = 'active') FROM hms2fa.accounts a;
 END
 $$;
 
@@ -270,20 +308,17 @@ DECLARE
 BEGIN
   PERFORM hms2fa.check_roster_options(p_max_disable_fraction, p_force, p_dry_run, p_ticket);
   PERFORM hms2fa.check_roster_feed();
-  IF NOT EXISTS (
-       SELECT 1 FROM pg_catalog.pg_class c
-        WHERE c.oid = to_regclass('pg_temp.roster_absent') AND c.relkind = 'r'
-          AND c.relpersistence = 't' AND c.relowner = 'hms2fa_owner'::regrole) THEN
-    RAISE EXCEPTION 'no list of absent accounts in this transaction'
-      USING ERRCODE = 'H2U82', HINT = 'call hms2fa_api.open_roster_delta() first, in the same transaction';
-  END IF;
+  PERFORM hms2fa.check_roster_delta();
   IF current_setting('transaction_isolation') NOT IN ('repeatable read', 'serializable') THEN
     RAISE EXCEPTION 'an import by difference must read the roster and apply the feed in one snapshot'
       USING ERRCODE = 'H2U87', HINT = 'BEGIN ISOLATION LEVEL REPEATABLE READ';
   END IF;
   PERFORM hms2fa.lock_roster();
 
-  SELECT count(*), count(*) FILTER (WHERE a.status = 'active') INTO v_accounts, v_active FROM hms2fa.accounts a;
+  SELECT r.accounts, r.active INTO v_accounts, v_active FROM pg_temp.roster_registry r;
+  IF NOT FOUND THEN
+    SELECT count(*), count(*) FILTER (WHERE a.status = 'active') INTO v_accounts, v_active FROM hms2fa.accounts a;
+  END IF;
   -- The rows sent, each beside its account as it stands (none for a new one): looked up once,
   -- by key, for the check below and for the changes.
   IF to_regclass('pg_temp.roster_compared') IS NOT NULL THEN
@@ -333,6 +368,6 @@ END
 $$;
 
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hms2fa, hms2fa_api FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION hms2fa_api.open_roster_delta() TO hms2fa_batch;
+GRANT EXECUTE ON FUNCTION hms2fa_api.open_roster_delta(), hms2fa_api.count_roster() TO hms2fa_batch;
 GRANT EXECUTE ON FUNCTION hms2fa_api.apply_roster_delta(bigint, boolean, numeric, boolean, boolean, text, text)
   TO hms2fa_batch;

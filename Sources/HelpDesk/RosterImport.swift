@@ -101,6 +101,9 @@ public enum RosterImport {
     }
   }
 
+  /// At most this many rows to send are held while the server counts the registry.
+  static let waitingRows = 100_000
+
   /// Rows of the feed into the staging table (`CopyInWriter.append(_:)` writes them).
   static let feedCopy =
     "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
@@ -119,28 +122,52 @@ public enum RosterImport {
     // recognise them.
     let first = try feed.next()
     let roster = try RosterSnapshot(reading: db, style: first == nil ? nil : feed.style, expectedBytes: feed.size)
-    do {
-      try db.copyIn(feedCopy) { writer in
-        func send(_ entry: RosterEntry) throws {
+    // The feed's next row to send (its account claimed), past the records recognised.
+    func nextToSend() throws -> RosterEntry? {
+      while let record = try feed.nextRecord(recognising: roster.account(recognising:)) {
+        switch record {
+        case .entry(let entry):
           if let account = roster.account(id: entry.accountID.value),
             let before = roster.list(account, line: entry.line, recognised: false)
           {
             throw feed.repeated(entry.accountID.value, line: entry.line, first: before)
           }
-          try writer.append(entry)
-        }
-        guard let first else { return }
-        try send(first)
-        while let record = try feed.nextRecord(recognising: roster.account(recognising:)) {
-          switch record {
-          case .entry(let entry):
-            try send(entry)
-          case .recognised(let account, let line):
-            if let before = roster.list(account, line: line, recognised: true) {
-              throw feed.repeated(roster.id(of: account), line: line, first: before)
-            }
+          return entry
+        case .recognised(let account, let line):
+          if let before = roster.list(account, line: line, recognised: true) {
+            throw feed.repeated(roster.id(of: account), line: line, first: before)
           }
         }
+      }
+      return nil
+    }
+    do {
+      // The server counts the registry (a full scan) while the feed is read; the rows to send
+      // wait here until it's done, up to `waitingRows` of them (a nightly feed sends a few
+      // thousand, an initial load all).
+      var waiting: [RosterEntry] = []
+      if let first {
+        // The first row was read before the roster: claim its account now.
+        if let account = roster.account(id: first.accountID.value) {
+          _ = roster.list(account, line: first.line, recognised: false)
+        }
+        waiting.append(first)
+      }
+      try db.sendWithoutWaiting("SELECT hms2fa_api.count_roster()")
+      var more = first != nil
+      do {
+        while more, waiting.count < waitingRows {
+          if let entry = try nextToSend() { waiting.append(entry) } else { more = false }
+        }
+      } catch {
+        _ = try? db.finishSent()
+        throw error
+      }
+      try db.finishSent()
+      try db.copyIn(feedCopy) { writer in
+        for entry in waiting { try writer.append(entry) }
+        waiting = []
+        while more, let entry = try nextToSend() { try writer.append(entry) }
       }
       let absent = roster.unlisted
       if !absent.isEmpty {

@@ -192,6 +192,38 @@ public final class Connection {
     try self.query(query).first
   }
 
+  /// Sends one statement without parameters and returns at once, while the server runs it: the
+  /// caller works meanwhile, then calls `finishSent()`, before anything else is sent on this
+  /// connection. `sql` is a literal; never pass anything built from input.
+  ///
+  /// - Throws: `.connectionLost` when it could not be sent, `.client` for a NUL byte.
+  public func sendWithoutWaiting(_ sql: String) throws(PostgresError) {
+    guard !sql.utf8.contains(0) else {
+      throw PostgresError(.client, message: "the statement contains a NUL byte")
+    }
+    // Binary results, as every other statement here has them.
+    guard PQsendQueryParams(handle, sql, 0, nil, nil, nil, nil, 1) == 1 else { throw failure(nil) }
+  }
+
+  /// Waits for the statement `sendWithoutWaiting` sent and returns its last result's rows.
+  ///
+  /// - Throws: `.server` with the SQLSTATE, `.connectionLost`.
+  @discardableResult
+  public func finishSent() throws(PostgresError) -> [Row] {
+    var rows: [Row] = []
+    var firstError: PostgresError?
+    while let result = PQgetResult(handle) {
+      switch PQresultStatus(result) {
+      case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY: rows = self.rows(of: result)
+      default: if firstError == nil { firstError = failure(result) }
+      }
+      PQclear(result)
+    }
+    if firstError == nil, PQstatus(handle) != CONNECTION_OK { firstError = failure(nil) }
+    if let firstError { throw firstError }
+    return rows
+  }
+
   /// Runs a script of one or more statements with no parameters (simple query protocol).
   ///
   /// Used for migrations; never pass anything built from input.

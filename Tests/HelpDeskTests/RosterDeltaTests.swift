@@ -139,10 +139,14 @@ struct RosterDeltaTests {
     #expect(try attempt("REPEATABLE READ", unchanged: 2, feed: [jane], absent: ["jd123"])?.sqlState == "H2U86")
     #expect(try registry.snapshot() == before)
 
-    // The staging tables are the database's: the caller may only add rows.
+    // The staging tables are the database's: the caller may only add rows, and the counts of the
+    // registry only the database writes.
     try db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     try db.execute("SELECT hms2fa_api.open_roster_delta()")
-    for statement: Query in ["DROP TABLE pg_temp.roster_absent", "DELETE FROM pg_temp.roster_absent"] {
+    for statement: Query in [
+      "DROP TABLE pg_temp.roster_absent", "DELETE FROM pg_temp.roster_absent",
+      "INSERT INTO pg_temp.roster_registry VALUES (2, 2)", "DROP TABLE pg_temp.roster_registry",
+    ] {
       try db.execute("SAVEPOINT s")
       let error = #expect(throws: PostgresError.self) { try db.execute(statement) }
       #expect(error?.sqlState == SQLState.insufficientPrivilege, "\(statement.sql)")
@@ -158,10 +162,14 @@ struct RosterDeltaTests {
     }
     #expect(own?.sqlState == "H2U82")
     try db.execute("ROLLBACK")
+    let notOpen = #expect(throws: PostgresError.self) { try db.execute("SELECT hms2fa_api.count_roster()") }
+    #expect(notOpen?.sqlState == "H2U82")
 
-    // Done right: jd123 renamed, mk456 unchanged, xo404 absent (already disabled).
+    // Done right: jd123 renamed, mk456 unchanged, xo404 absent (already disabled); the registry
+    // counted first, as the tool has it counted.
     try db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     try db.execute("SELECT hms2fa_api.open_roster_delta()")
+    try db.execute("SELECT hms2fa_api.count_roster()")
     try db.copyIn("COPY pg_temp.roster_feed FROM STDIN", rows: [jane])
     try db.copyIn("COPY pg_temp.roster_absent FROM STDIN", rows: [["xo404"]])
     let row = try #require(

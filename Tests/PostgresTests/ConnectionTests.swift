@@ -212,6 +212,18 @@ struct ConnectionTests {
     #expect(try db.queryFirst("SELECT 41 + 1 AS n")?.decode("n", as: Int.self) == 42)
   }
 
+  @Test("a statement sent without waiting gives its rows, or its error, when finished; the connection goes on")
+  func sentWithoutWaiting() throws {
+    let db = try TestDatabase.create(migrated: false).connect()
+    try db.sendWithoutWaiting("SELECT pg_sleep(0.1), 42 AS answer")
+    let rows = try db.finishSent()
+    #expect(try rows.first?.decode("answer", as: Int.self) == 42)
+    try db.sendWithoutWaiting("SELECT 1 / 0")
+    let error = #expect(throws: PostgresError.self) { try db.finishSent() }
+    #expect(error?.sqlState == "22012")
+    #expect(try db.queryFirst("SELECT 41 + 1 AS n")?.decode("n", as: Int.self) == 42)
+  }
+
   @Test("a COPY the server rejects loads nothing and leaves the connection usable")
   func copyRejected() throws {
     let db = try TestDatabase.create(migrated: false).connect()
