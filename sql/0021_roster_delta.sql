@@ -315,10 +315,10 @@ BEGIN
   END IF;
   PERFORM hms2fa.lock_roster();
 
-  SELECT r.accounts, r.active INTO v_accounts, v_active FROM pg_temp.roster_registry r;
-  IF NOT FOUND THEN
-    SELECT count(*), count(*) FILTER (WHERE a.status = 'active') INTO v_accounts, v_active FROM hms2fa.accounts a;
+  IF NOT EXISTS (SELECT 1 FROM pg_temp.roster_registry) THEN
+    PERFORM hms2fa_api.count_roster();
   END IF;
+  SELECT r.accounts, r.active INTO STRICT v_accounts, v_active FROM pg_temp.roster_registry r;
   -- The rows sent, each beside its account as it stands (none for a new one): looked up once,
   -- by key, for the check below and for the changes.
   IF to_regclass('pg_temp.roster_compared') IS NOT NULL THEN
