@@ -184,9 +184,17 @@ final class RosterSnapshot {
 
   /// Collects the accounts as the COPY data arrives.
   private struct Builder {
-    let style: RosterStyle?
+    /// Records are written at all (the feed's style is known).
+    let writesRecords: Bool
+    let quoteAll: Bool
     /// The column each field of a record holds: field k is `RosterFeed.columns[order[k]]`.
     let order: [Int]
+    /// The feed's spellings, as bytes: written for every account, so looked up without copying
+    /// strings.
+    let active: [UInt8]
+    let disabled: [UInt8]
+    let yes: [UInt8]
+    let no: [UInt8]
     var idBytes: [UInt8] = []
     var idEnds: [Int] = []
     var idHashes: [UInt64] = []
@@ -195,14 +203,19 @@ final class RosterSnapshot {
     var recordHashes: [UInt64] = []
 
     init(style: RosterStyle?) {
-      self.style = style
+      writesRecords = style != nil
+      quoteAll = style?.quoteAll ?? false
       order = style.map { style in (0..<5).map { position in style.positions.firstIndex(of: position) ?? 0 } } ?? []
+      active = Array((style?.active ?? "").utf8)
+      disabled = Array((style?.disabled ?? "").utf8)
+      yes = Array((style?.yes ?? "").utf8)
+      no = Array((style?.no ?? "").utf8)
     }
 
     mutating func reserve(bytes: Int) {
       let accounts = bytes / 40
       idBytes.reserveCapacity(bytes / 4)
-      records.reserveCapacity(style == nil ? 0 : bytes)
+      records.reserveCapacity(writesRecords ? bytes : 0)
       idEnds.reserveCapacity(accounts)
       idHashes.reserveCapacity(accounts)
       recordEnds.reserveCapacity(accounts)
@@ -226,27 +239,46 @@ final class RosterSnapshot {
     /// Appends the record the feed holds for this account unchanged; nothing when the account's
     /// fields aren't in the feed's form (or the feed's style isn't known).
     private mutating func appendRecord(_ fields: UnsafeBufferPointer<UnsafeRawBufferPointer>) {
-      guard let style, fields[4].count == 1, RosterSnapshot.isNormalID(fields[0]),
+      guard writesRecords, fields[4].count == 1, RosterSnapshot.isNormalID(fields[0]),
         RosterSnapshot.isNormalName(fields[1]), RosterSnapshot.isNormalEmail(fields[2])
       else { return }
       // The registry holds only these two (a check constraint).
-      let status: String
-      switch fields[3].count {
-      case 6 where fields[3].elementsEqual("active".utf8): status = style.active
-      case 8 where fields[3].elementsEqual("disabled".utf8): status = style.disabled
-      default: return
+      let isActive: Bool
+      if Self.holds(fields[3], "active") {
+        isActive = true
+      } else if Self.holds(fields[3], "disabled") {
+        isActive = false
+      } else {
+        return
       }
-      let flag = fields[4][0] != 0 ? style.yes : style.no
+      let flag = fields[4][0] != 0
       for position in 0..<5 {
         if position > 0 { records.append(0x2C) }
         let column = order[position]
         switch column {
-        case 0, 1, 2: Self.write(fields[column], quoted: style.quoteAll, to: &records)
+        case 0, 1, 2: Self.write(fields[column], quoted: quoteAll, to: &records)
+        case 3:
+          if isActive {
+            active.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+          } else {
+            disabled.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+          }
         default:
-          var text = column == 3 ? status : flag
-          text.withUTF8 { Self.write(UnsafeRawBufferPointer($0), quoted: style.quoteAll, to: &records) }
+          if flag {
+            yes.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+          } else {
+            no.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+          }
         }
       }
+    }
+
+    /// `field` is exactly `text` (ASCII).
+    private static func holds(_ field: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
+      guard field.count == text.utf8CodeUnitCount else { return false }
+      let expected = UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)
+      for index in 0..<field.count where field[index] != expected[index] { return false }
+      return true
     }
 
     /// Writes a field as RFC 4180 does: in quotes, with quotes doubled, when `quoted` or when it
@@ -270,7 +302,7 @@ final class RosterSnapshot {
   //
   // Each test is stricter than the check of the feed's rows it stands for: an account it passes
   // is one whose fields the checks would leave exactly as they are; one it fails is merely
-  // compared in full. (RosterSnapshotTests holds them to it.)
+  // compared in full. (RosterDeltaTests holds them to it.)
 
   /// `AccountID(parsing:)` keeps it as it is: 1 to 64 of a–z, 0–9, '.', '_', '-', starting with
   /// a letter or digit.
@@ -300,7 +332,8 @@ final class RosterSnapshot {
     var at: Int?
     var lastDot: Int?
     var previous: UInt8 = 0
-    for (index, byte) in bytes.enumerated() {
+    for index in 0..<bytes.count {
+      let byte = bytes[index]
       if byte <= 0x20 || byte >= 0x7F { return false }
       if byte == 0x40 {
         guard at == nil, index > 0 else { return false }
