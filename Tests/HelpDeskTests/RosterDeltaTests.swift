@@ -189,6 +189,35 @@ struct RosterDeltaTests {
     #expect(try db.queryFirst("SELECT count(*) AS n FROM hms2fa_api.roster_accounts")?.decode("n", as: Int.self) == 3)
   }
 
+  @Test("an account another session adds while an import runs stops the import: try again, nothing imported")
+  func addedMeanwhile() throws {
+    let registry = try Registry()  // jd123, mk456 active; xo404 disabled
+    let db = try registry.database.connect(as: registry.batch)
+    try db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    try db.execute("SELECT hms2fa_api.open_roster_delta()")
+    try db.copyIn(
+      "COPY pg_temp.roster_feed FROM STDIN",
+      rows: [
+        ["2", "nw001", "New Person", "nw001@hms.harvard.edu", "active", "f"],
+        ["3", "nw002", "Other Person", "nw002@hms.harvard.edu", "active", "f"],
+      ])
+    // The import's snapshot was taken when it opened; nw001 arrives after it.
+    try Fixtures.account("nw001", name: "Added By Hand", status: "active", on: registry.admin)
+    let before = try registry.snapshot()  // the accounts, and how many events
+    let error = try #require(
+      #expect(throws: PostgresError.self) {
+        try db.execute("SELECT * FROM hms2fa_api.apply_roster_delta(3, true, 1::numeric, false, false, 'psql')")
+      })
+    _ = try? db.execute("ROLLBACK")
+    #expect(error.sqlState == SQLState.serializationFailure)
+    #expect(error.message.contains("added by another session"))
+    let desk = deskError(error)
+    #expect(desk.status == .tryLater && desk.status.rawValue == 75)
+    #expect(try registry.snapshot() == before)
+    #expect(try registry.account("nw001")?.decode("display_name", as: String.self) == "Added By Hand")
+    #expect(try registry.account("nw002") == nil)
+  }
+
   @Test("the registry's roster is read from COPY data cut anywhere")
   func binaryCopyInPieces() throws {
     let rows: [[String]] = [
