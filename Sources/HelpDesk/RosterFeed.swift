@@ -46,6 +46,8 @@ public final class RosterFeed {
   public let path: String
   /// Its size in bytes when it was opened.
   public let size: Int
+  /// The size of the blocks it is read in.
+  private let blockSize: Int
   /// How the feed writes its rows, known once the first row is read; nil before, or when the
   /// first row spells a status or flag in an unusual way.
   public private(set) var style: RosterStyle?
@@ -86,6 +88,7 @@ public final class RosterFeed {
       throw .usage("\(shownPath) can't be read (permissions?)")
     }
     let blockSize = max(blockSize, 64)
+    self.blockSize = blockSize
     input = BlockPrefetch(
       RecordBlocks(handle: handle, path: shownPath, blockSize: blockSize),
       capacity: max(2, Self.readAhead / blockSize))
@@ -120,6 +123,11 @@ public final class RosterFeed {
 
   deinit {
     input.stop()
+  }
+
+  /// The same file opened again, from its start.
+  public func reopened() throws(DeskError) -> RosterFeed {
+    try RosterFeed(path: path, blockSize: blockSize)
   }
 
   /// The next row, or nil at the end of the file. Blank lines are skipped.

@@ -1,5 +1,11 @@
 import Postgres
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// How a roster import runs.
 public struct RosterImportOptions: Sendable {
   /// Disable active accounts that the feed doesn't list.
@@ -58,6 +64,8 @@ public struct RosterImportResult: Sendable {
   public var overLimit: Bool
   /// The `accounts.imported` event; nil for a dry run.
   public var eventID: Int64?
+  /// Tries it took: more than 1 when the registry changed under an import (see `RosterImport.tries`).
+  public var tries = 1
   /// With `dryRun`: the changes, up to `diffLimit`.
   public var changes: [RosterChange]
 }
@@ -88,18 +96,39 @@ public enum RosterImport {
       throw .usage("--force overrides the disable limit and needs --ticket")
     }
     return try desk(action, on: db) {
-      do {
-        return try db.transaction {
-          let result = try load(feed, options: options, on: db)
-          // A dry run has changed nothing; rolling back says so to the database too.
-          if options.dryRun { throw DryRunFinished(result: result) }
+      var feed = feed
+      var tried = 1
+      while true {
+        do {
+          var result = try db.transaction {
+            let result = try load(feed, options: options, on: db)
+            // A dry run has changed nothing; rolling back says so to the database too.
+            if options.dryRun { throw DryRunFinished(result: result) }
+            return result
+          }
+          result.tries = tried
           return result
+        } catch let finished as DryRunFinished {
+          var result = finished.result
+          result.tries = tried
+          return result
+        } catch let error as PostgresError
+          where [SQLState.serializationFailure, SQLState.deadlockDetected].contains(error.sqlState) && tried < tries
+        {
+          // Someone changed an account this import changes, after it read the roster (an agent's
+          // reset sets login_action): nothing was applied. Read the file and the roster again.
+          usleep(UInt32(tried) * 200_000)
+          tried += 1
+          feed = try feed.reopened()
         }
-      } catch let finished as DryRunFinished {
-        return finished.result
       }
     }
   }
+
+  /// An import that finds an account it changes changed by someone else since it read the roster
+  /// (a serialization failure: nothing was applied) starts again from the file, up to this many
+  /// tries in all; then it exits 75, "try again".
+  public static let tries = 3
 
   /// At most this many rows to send are held while the server counts the registry.
   static let waitingRows = 100_000

@@ -106,7 +106,7 @@ struct AccountsCommand: ParsableCommand {
         ("added", .int(result.added)), ("changed", .int(result.changed)), ("disabled", .int(result.disabled)),
         ("unchanged", .int(result.unchanged)), ("active_before", .int(result.activeBefore)),
         ("would_disable", .int(result.wouldDisable)), ("over_limit", .bool(result.overLimit)),
-        ("event_id", result.eventID.map { .int($0) } ?? .null),
+        ("event_id", result.eventID.map { .int($0) } ?? .null), ("tries", .int(result.tries)),
       ]
       if result.dryRun {
         members.append(("changes", .array(result.changes.map(changeDocument))))
@@ -152,6 +152,11 @@ struct AccountsCommand: ParsableCommand {
           "imported \(shown(result.source)): \(result.rows) rows; added \(result.added), changed "
             + "\(result.changed), disabled \(result.disabled), unchanged \(result.unchanged)"
             + (result.eventID.map { " (audit event \($0))" } ?? ""))
+      }
+      if result.tries > 1 {
+        lines.append(
+          "(it took \(result.tries) tries: accounts it changes were changed by someone else while it ran, "
+            + "and it started again)")
       }
       return lines.joined(separator: "\n")
     }

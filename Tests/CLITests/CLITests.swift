@@ -305,6 +305,7 @@ struct CLITests {
     #expect(result["disabled"] as? Int == 0)
     #expect(result["unchanged"] as? Int == 0)
     #expect(result["event_id"] as? Int != nil)
+    #expect(result["tries"] as? Int == 1)
 
     let refused = try desk.run(["accounts", "import", path], as: desk.tier1)
     #expect(refused.status == 77)

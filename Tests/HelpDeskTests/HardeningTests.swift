@@ -37,16 +37,6 @@ struct HardeningTests {
   }
 
   /// Waits until a backend of `login` waits for a lock (a row another session holds).
-  private func waitForLockWait(of login: String, on admin: Connection) throws -> Bool {
-    for _ in 0..<400 {
-      let row = try admin.queryFirst(
-        "SELECT count(*) > 0 AS waiting FROM pg_stat_activity WHERE usename = \(login) AND wait_event_type = 'Lock'")
-      if try row?.decode("waiting", as: Bool.self) == true { return true }
-      usleep(25_000)
-    }
-    return false
-  }
-
   // 1. The sign-in service's column grants ---------------------------------------------------
 
   @Test("a revoked browser stays revoked, whoever tries; revoking again keeps the first time")
@@ -211,7 +201,7 @@ struct HardeningTests {
       }
       result.update { $0 = outcome }
     }
-    #expect(try waitForLockWait(of: approverLogin, on: admin))
+    #expect(try Fixtures.waitForLockWait(of: approverLogin, on: admin))
     // The approval waits for the device without holding the chain's head.
     try holder.execute("SET lock_timeout = '5s'")
     try holder.execute("SELECT hms2fa.audit('test.held_device', 'jd123', 'T1', NULL, '{}')")
@@ -253,7 +243,7 @@ struct HardeningTests {
       }
       result.update { $0 = outcome }
     }
-    #expect(try waitForLockWait(of: agentLogin, on: admin))
+    #expect(try Fixtures.waitForLockWait(of: agentLogin, on: admin))
     try holder.execute("SET lock_timeout = '5s'")
     try holder.execute("SELECT hms2fa.audit('test.held_device', 'tl321', 'T1', NULL, '{}')")
     try holder.execute("COMMIT")
@@ -498,7 +488,7 @@ struct HardeningTests {
       result.update { $0 = outcome }
     }
     // The batch has picked the tied rows and waits for the sign-in's transaction.
-    #expect(try waitForLockWait(of: batchLogin, on: admin))
+    #expect(try Fixtures.waitForLockWait(of: batchLogin, on: admin))
     try signin.execute("COMMIT")
     group.wait()
     let run = try #require(try result.value?.get())

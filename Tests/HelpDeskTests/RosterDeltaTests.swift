@@ -218,6 +218,70 @@ struct RosterDeltaTests {
     #expect(try registry.account("nw002") == nil)
   }
 
+  @Test(
+    "an import that finds an account it changes changed by someone else meanwhile starts again; at the third time, 75")
+  func changedMeanwhile() throws {
+    for interruptions in [1, 3] {
+      let registry = try Registry()  // jd123, mk456 active; xo404 disabled
+      let (database, batch) = (registry.database, registry.batch)
+      let path = try registry.file(
+        [
+          RosterImportTests.header, "jd123,Jane Renamed,jd123@hms.harvard.edu,active,false",
+          "mk456,Person mk456,mk456@hms.harvard.edu,active,false",
+        ].joined(separator: "\n") + "\n")
+      // An agent's reset of jd123 (it sets login_action), under way as the import starts, and
+      // again as each later try gets going.
+      let agent = try database.connect()
+      try agent.execute("BEGIN")
+      try agent.execute("UPDATE hms2fa.accounts SET login_action = 'push' WHERE account_id = 'jd123'")
+      let outcome = Locked<Result<RosterImportResult, Error>?>(nil)
+      let group = DispatchGroup()
+      group.enter()
+      Thread.detachNewThread {
+        defer { group.leave() }
+        let result = Result {
+          try RosterImport.run(
+            try RosterFeed(path: path), options: RosterImportOptions(), on: try database.connect(as: batch))
+        }
+        outcome.update { $0 = result }
+      }
+      for round in 1...interruptions {
+        // The try waits for jd123's row; the agent commits, so the row it would update is no
+        // longer the one it read.
+        #expect(try Fixtures.waitForLockWait(of: batch, on: registry.admin), "round \(round)")
+        try agent.execute("COMMIT")
+        guard round < interruptions else { break }
+        var stillWaiting = true
+        for _ in 0..<400 where stillWaiting {
+          let row = try registry.admin.queryFirst(
+            "SELECT count(*) > 0 AS w FROM pg_stat_activity WHERE usename = \(batch) AND wait_event_type = 'Lock'")
+          stillWaiting = try row?.decode("w", as: Bool.self) == true
+          if stillWaiting { usleep(5_000) }
+        }
+        try agent.execute("BEGIN")
+        try agent.execute("UPDATE hms2fa.accounts SET login_action = 'call' WHERE account_id = 'jd123'")
+      }
+      group.wait()
+      let jane = try #require(try registry.account("jd123"))
+      let events = try registry.importEvents().count
+      if interruptions == 1 {
+        let result = try #require(try outcome.value?.get())
+        #expect(result.tries == 2)
+        #expect(result.changed == 1 && result.unchanged == 1)
+        #expect(try jane.decode("display_name", as: String.self) == "Jane Renamed")
+        #expect(events == 1)
+      } else {
+        let failure = try #require(outcome.value)
+        let error = #expect(throws: DeskError.self) { try failure.get() }
+        #expect(error?.status == .tryLater, "\(String(describing: error))")
+        #expect(try jane.decode("display_name", as: String.self) == "Person jd123")
+        #expect(events == 0)
+      }
+      // The agent's change stands either way.
+      #expect(try jane.decode("login_action", as: String.self) == (interruptions == 1 ? "push" : "call"))
+    }
+  }
+
   @Test("the registry's roster is read from COPY data cut anywhere")
   func binaryCopyInPieces() throws {
     let rows: [[String]] = [

@@ -1,3 +1,4 @@
+import Foundation
 import Postgres
 
 /// Rows the identity feed and the sign-in service would write, for tests, and what the audit log
@@ -8,6 +9,17 @@ public enum Fixtures {
     try db.query("SELECT action FROM hms2fa.audit_events ORDER BY event_id").map {
       try $0.decode("action", as: String.self)
     }
+  }
+
+  /// Waits (up to 10 s) until a session of `login` waits for a lock; false if none did.
+  public static func waitForLockWait(of login: String, on admin: Connection) throws -> Bool {
+    for _ in 0..<400 {
+      let row = try admin.queryFirst(
+        "SELECT count(*) > 0 AS waiting FROM pg_stat_activity WHERE usename = \(login) AND wait_event_type = 'Lock'")
+      if try row?.decode("waiting", as: Bool.self) == true { return true }
+      usleep(25_000)
+    }
+    return false
   }
 
   /// Adds an account.
