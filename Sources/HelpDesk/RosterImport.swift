@@ -85,7 +85,8 @@ public enum RosterImport {
   ///
   /// - Throws: `DeskError` 65 for a malformed or invalid row (naming its line and column), a
   ///   repeated account id, or a feed that would disable more than the limit; 64 for bad options
-  ///   or an unreadable file; 75 while another import runs; 77 without the batch tier.
+  ///   or an unreadable file; 75 while another import runs, or when the accounts it changes
+  ///   were changed by someone else at every one of its `tries`; 77 without the batch tier.
   public static func run(
     _ feed: RosterFeed, options: RosterImportOptions, on db: Connection
   ) throws(DeskError) -> RosterImportResult {
