@@ -69,6 +69,16 @@ as_batch="host=$sock dbname=bench user=bench_batch"
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+# After a checkpoint, times one command (its output dropped) and prints the seconds it took.
+timed() {
+  sql bench "CHECKPOINT"
+  local t0 t1
+  t0=$(now)
+  "$@" >/dev/null || return 1
+  t1=$(now)
+  elapsed "$t0" "$t1"
+}
+import() { "$admin" accounts import "$@" --database "$as_batch"; }
 
 copy_times=()
 initial_times=()
@@ -77,39 +87,19 @@ same_times=()
 next_times=()
 for run in $(seq 1 "$runs"); do
   sql bench "DROP TABLE IF EXISTS plain_feed; CREATE TABLE plain_feed (account_id text, display_name text, email text, status text, high_risk boolean)"
-  sql bench "CHECKPOINT"
-  t0=$(now)
-  "$psql_bin" -h "$sock" -U postgres -d bench -X -q -v ON_ERROR_STOP=1 \
-    -c "\\copy plain_feed FROM '$scratch/export1.csv' WITH (FORMAT csv, HEADER true)"
-  t1=$(now)
-  copy_times+=("$(elapsed "$t0" "$t1")")
+  copy_times+=("$(timed "$psql_bin" -h "$sock" -U postgres -d bench -X -q -v ON_ERROR_STOP=1 \
+    -c "\\copy plain_feed FROM '$scratch/export1.csv' WITH (FORMAT csv, HEADER true)")")
 
   sql bench "TRUNCATE hms2fa.accounts CASCADE"
-  sql bench "CHECKPOINT"
-  t0=$(now)
-  "$admin" accounts import "$scratch/export1.csv" --database "$as_batch" >/dev/null
-  t1=$(now)
-  initial_times+=("$(elapsed "$t0" "$t1")")
+  initial_times+=("$(timed import "$scratch/export1.csv")")
 
   sql bench "VACUUM ANALYZE hms2fa.accounts"
-  sql bench "CHECKPOINT"
-  t0=$(now)
-  "$admin" accounts import "$scratch/export2.csv" --disable-missing --database "$as_batch" >/dev/null
-  t1=$(now)
-  nightly_times+=("$(elapsed "$t0" "$t1")")
+  nightly_times+=("$(timed import "$scratch/export2.csv" --disable-missing)")
 
-  sql bench "CHECKPOINT"
-  t0=$(now)
-  "$admin" accounts import "$scratch/export2.csv" --disable-missing --database "$as_batch" >/dev/null
-  t1=$(now)
-  same_times+=("$(elapsed "$t0" "$t1")")
+  same_times+=("$(timed import "$scratch/export2.csv" --disable-missing)")
 
   sql bench "VACUUM ANALYZE hms2fa.accounts"
-  sql bench "CHECKPOINT"
-  t0=$(now)
-  "$admin" accounts import "$scratch/export1.csv" --disable-missing --database "$as_batch" >/dev/null
-  t1=$(now)
-  next_times+=("$(elapsed "$t0" "$t1")")
+  next_times+=("$(timed import "$scratch/export1.csv" --disable-missing)")
 
   printf 'run %d: psql \\copy %ss, initial import %ss, nightly import %ss, nothing changed %ss, next night %ss\n' \
     "$run" "${copy_times[-1]}" "${initial_times[-1]}" "${nightly_times[-1]}" "${same_times[-1]}" "${next_times[-1]}"
