@@ -11,12 +11,13 @@ public enum Fixtures {
     }
   }
 
-  /// Waits (up to 10 s) until a session of `login` waits for a lock; false if none did.
-  public static func waitForLockWait(of login: String, on admin: Connection) throws -> Bool {
+  /// Waits (up to 10 s) until a session of `login` waits for a lock (or, with `waiting` false,
+  /// until none does); false if it never came to that.
+  public static func waitForLockWait(of login: String, on admin: Connection, waiting: Bool = true) throws -> Bool {
     for _ in 0..<400 {
       let row = try admin.queryFirst(
         "SELECT count(*) > 0 AS waiting FROM pg_stat_activity WHERE usename = \(login) AND wait_event_type = 'Lock'")
-      if try row?.decode("waiting", as: Bool.self) == true { return true }
+      if try row?.decode("waiting", as: Bool.self) == waiting { return true }
       usleep(25_000)
     }
     return false
