@@ -76,17 +76,17 @@ BEGIN
   -- time of a million-row first load). So a plain insert, and the clash, should it come, said in
   -- words. In READ COMMITTED (apply_roster, a feed loaded with psql) such an account is left as
   -- the other session added it.
-  -- New accounts go in in the key's order: a feed not sorted by account id (an export in order
-  -- of employee number, say) would otherwise go into the registry's indexes at random, more
-  -- than twice as slowly (a million shuffled rows by psql: 16.3 s, against 7.5 s sorted first;
-  -- sorting a feed already in order costs 0.2 s).
+  -- New accounts go in in the feed's order, not sorted by account id: the registry then holds
+  -- them in the order the identity system exports them, and the next import reads its roster in
+  -- that order and recognises the export's records one after the other. (Sorted, a first load
+  -- of a feed in another order is faster, 13 s against 18 s for a million, but every nightly
+  -- import after it looks each record up at random: 1.6 s against 1.0 s.)
   IF added > 0 THEN
     IF current_setting('transaction_isolation') = 'read committed' THEN
       INSERT INTO hms2fa.accounts (account_id, display_name, email, status, high_risk)
       SELECT c.account_id, c.display_name, c.email, c.status, c.high_risk
         FROM pg_temp.roster_changes c
        WHERE c.change = 'added'
-       ORDER BY c.account_id
       ON CONFLICT (account_id) DO NOTHING;
       GET DIAGNOSTICS added = ROW_COUNT;
     ELSE
@@ -94,8 +94,7 @@ BEGIN
         INSERT INTO hms2fa.accounts (account_id, display_name, email, status, high_risk)
         SELECT c.account_id, c.display_name, c.email, c.status, c.high_risk
           FROM pg_temp.roster_changes c
-         WHERE c.change = 'added'
-         ORDER BY c.account_id;
+         WHERE c.change = 'added';
         GET DIAGNOSTICS added = ROW_COUNT;
       EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'an account the feed adds was added by another session during the import; nothing was imported'
