@@ -36,6 +36,15 @@ public enum RosterRecord: Sendable, Equatable {
 /// With a recogniser (`nextRecord(recognising:)`), a record it knows byte for byte is returned as
 /// that account without being parsed at all; runs of the others go to CSV.swift.
 public final class RosterFeed {
+  /// Knows records byte for byte (`RosterSnapshot`).
+  protocol Recogniser: AnyObject {
+    /// Block `number` of the file is about to be read: its bytes, and where each of its records
+    /// ends (`Block`). The recogniser may look its records up now, all together.
+    func prepare(block number: Int, _ bytes: UnsafeBufferPointer<UInt8>, recordEnds: UnsafeBufferPointer<Int>)
+    /// The account whose record is exactly `bytes`, which start at `offset` in block `number`.
+    func account(recognising bytes: UnsafeBufferPointer<UInt8>, block number: Int, offset: Int) -> Int?
+  }
+
   /// The columns the header must name, each once.
   public static let columns = ["account_id", "display_name", "email", "status", "high_risk"]
   /// How far the file is read ahead of the rows taken, in bytes: a nightly export of a million
@@ -71,6 +80,8 @@ public final class RosterFeed {
   private var styleLearned = false
   /// The first byte of the record CSV.swift is reading, while it reads one record alone.
   private var firstByte: UInt8?
+  /// Blocks read so far: the number of the one being read.
+  private var blockNumber = 0
 
   /// Opens the file and reads its header.
   ///
@@ -148,9 +159,7 @@ public final class RosterFeed {
   ///
   /// An account id is refused as seen before only when it is seen twice in rows read: whoever
   /// recognises records keeps track of the accounts they stand for (`repeated`).
-  public func nextRecord(recognising recognise: ((UnsafeBufferPointer<UInt8>) -> Int?)?) throws(DeskError)
-    -> RosterRecord?
-  {
+  func nextRecord(recognising recognise: Recogniser?) throws(DeskError) -> RosterRecord? {
     while true {
       let line = nextLine
       guard let raw = try nextRaw(recognising: recognise) else { return nil }
@@ -192,7 +201,7 @@ public final class RosterFeed {
 
   /// The next record's fields from CSV.swift, or the account `recognise` knows it as, moving
   /// `nextLine` past it.
-  private func nextRaw(recognising recognise: ((UnsafeBufferPointer<UInt8>) -> Int?)?) throws(DeskError) -> Raw? {
+  private func nextRaw(recognising recognise: Recogniser?) throws(DeskError) -> Raw? {
     while true {
       if let reader {
         if let fields = reader.next() {
@@ -213,6 +222,13 @@ public final class RosterFeed {
         recordEnds = next.recordEnds
         nextEnd = 0
         offset = 0
+        blockNumber += 1
+        if styleLearned, let recognise {
+          let number = blockNumber
+          block.withUnsafeBufferPointer { bytes in
+            recordEnds.withUnsafeBufferPointer { ends in recognise.prepare(block: number, bytes, recordEnds: ends) }
+          }
+        }
         continue
       }
       // A run of records not recognised, up to one that is, or to the end of the block; until
@@ -225,6 +241,7 @@ public final class RosterFeed {
       var position = offset
       var endIndex = nextEnd
       var found: Int?
+      let number = blockNumber
       let runEnd = block.withUnsafeBufferPointer { bytes in
         recordEnds.withUnsafeBufferPointer { ends in
           while position < bytes.count {
@@ -236,7 +253,8 @@ public final class RosterFeed {
               var last = end
               if last > recordStart, bytes[last - 1] == 0x0A { last -= 1 }
               if last > recordStart, bytes[last - 1] == 0x0D { last -= 1 }
-              if let account = recognising(UnsafeBufferPointer(rebasing: bytes[recordStart..<last])) {
+              let record = UnsafeBufferPointer(rebasing: bytes[recordStart..<last])
+              if let account = recognising.account(recognising: record, block: number, offset: recordStart) {
                 found = account
                 return recordStart
               }

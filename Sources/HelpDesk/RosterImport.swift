@@ -154,7 +154,7 @@ public enum RosterImport {
     let roster = try RosterSnapshot(reading: db, style: first == nil ? nil : feed.style, expectedBytes: feed.size)
     // The feed's next row to send (its account claimed), past the records recognised.
     func nextToSend() throws -> RosterEntry? {
-      while let record = try feed.nextRecord(recognising: roster.account(recognising:)) {
+      while let record = try feed.nextRecord(recognising: roster) {
         switch record {
         case .entry(let entry):
           if let account = roster.account(id: entry.accountID.value),

@@ -63,7 +63,7 @@ public struct RosterStyle: Sendable, Equatable {
 ///
 /// Read with `COPY … TO STDOUT (FORMAT binary)` from `hms2fa_api.roster_accounts`, in the
 /// import's REPEATABLE READ transaction, so that what is compared is what is then applied.
-final class RosterSnapshot {
+final class RosterSnapshot: RosterFeed.Recogniser {
   /// Accounts read.
   let count: Int
   /// Account ids, end to end; account `i` ends at `idEnds[i]`.
@@ -128,6 +128,19 @@ final class RosterSnapshot {
     lines.deallocate()
   }
 
+  /// The account whose record is exactly `bytes`, if any: looked up when `prepare` was told
+  /// the block it is in, or now.
+  func account(recognising bytes: UnsafeBufferPointer<UInt8>, block number: Int, offset: Int) -> Int? {
+    if number == ahead.block, let found = ahead.answer(offset: offset, count: bytes.count) {
+      guard found >= 0 else { return nil }
+      answeredAhead += 1
+      inOrder = found == guess
+      guess = found + 1
+      return found
+    }
+    return account(recognising: bytes)
+  }
+
   /// The account whose record is exactly `bytes`, if any.
   func account(recognising bytes: UnsafeBufferPointer<UInt8>) -> Int? {
     records.withUnsafeBufferPointer { all in
@@ -145,6 +158,114 @@ final class RosterSnapshot {
       }
       return found
     }
+  }
+
+  /// Records of one block of the feed, looked up together: where each starts in the block, how
+  /// long it is, and its account (-1 for none).
+  private struct Ahead {
+    var block = 0
+    var starts: [Int] = []
+    var counts: [Int] = []
+    var accounts: [Int] = []
+    /// The record asked for next, most likely.
+    var next = 0
+
+    mutating func answer(offset: Int, count: Int) -> Int? {
+      var index = next
+      if index >= starts.count || starts[index] != offset {
+        // Out of turn (not expected): find it.
+        var low = 0
+        var high = starts.count
+        while low < high {
+          let middle = (low + high) / 2
+          if starts[middle] < offset { low = middle + 1 } else { high = middle }
+        }
+        index = low
+      }
+      guard index < starts.count, starts[index] == offset, counts[index] == count else { return nil }
+      next = index + 1
+      return accounts[index]
+    }
+  }
+  private var ahead = Ahead()
+  /// Records recognised from a block looked up together.
+  private(set) var answeredAhead = 0
+  /// Work space of `prepare`.
+  private var hashes: [UInt64] = []
+  private var candidates: [Int] = []
+  /// Read from `lines` while a block is looked up (so that it is at hand when the feed lists the
+  /// accounts); kept only so the reads aren't dropped.
+  private var linesRead = 0
+
+  /// Looks up every record of a block of the feed at once, when the feed is out of the registry's
+  /// order (in order, the next account is the one to try). One record at a time, each look-up
+  /// waits for three reads from memory far away (slot, record's end, record), one after the other;
+  /// here the reads of many records are under way together.
+  func prepare(block number: Int, _ bytes: UnsafeBufferPointer<UInt8>, recordEnds ends: UnsafeBufferPointer<Int>) {
+    ahead.block = 0
+    guard !inOrder, count > 0 else { return }
+    ahead.starts.removeAll(keepingCapacity: true)
+    ahead.counts.removeAll(keepingCapacity: true)
+    ahead.next = 0
+    // The records as RosterFeed offers them: up to and without their line end.
+    var start = 0
+    var index = 0
+    while start < bytes.count {
+      let end = index < ends.count ? ends[index] + 1 : bytes.count
+      index += 1
+      var last = end
+      if last > start, bytes[last - 1] == 0x0A { last -= 1 }
+      if last > start, bytes[last - 1] == 0x0D { last -= 1 }
+      ahead.starts.append(start)
+      ahead.counts.append(last - start)
+      start = end
+    }
+    let total = ahead.starts.count
+    hashes.removeAll(keepingCapacity: true)
+    candidates.removeAll(keepingCapacity: true)
+    ahead.accounts.removeAll(keepingCapacity: true)
+    // Each loop reads, for every record, one place far away that the loop before found: the reads
+    // of one loop don't wait for each other, so the processor has many under way at once.
+    for record in 0..<total {
+      hashes.append(
+        quickHash(
+          UnsafeBufferPointer(rebasing: bytes[ahead.starts[record]..<(ahead.starts[record] + ahead.counts[record])])))
+    }
+    var sum = 0
+    for record in 0..<total { sum &+= Int(truncatingIfNeeded: recordTable.firstSlot(hash: hashes[record])) }
+    for record in 0..<total { candidates.append(recordTable.candidate(hash: hashes[record]) ?? -1) }
+    records.withUnsafeBufferPointer { all in
+      var ranges: [Range<Int>] = []
+      ranges.reserveCapacity(total)
+      for record in 0..<total {
+        let candidate = candidates[record]
+        ranges.append(candidate >= 0 ? recordRange(candidate) : 0..<0)
+      }
+      for range in ranges where !range.isEmpty {
+        sum &+= Int(all[range.lowerBound]) &+ Int(all[range.upperBound - 1])
+      }
+      for record in 0..<total {
+        let candidate = candidates[record]
+        let bytes = UnsafeBufferPointer(
+          rebasing: bytes[ahead.starts[record]..<(ahead.starts[record] + ahead.counts[record])])
+        var found = -1
+        if candidate >= 0 {
+          if sameBytes(UnsafeBufferPointer(rebasing: all[ranges[record]]), bytes) {
+            found = candidate
+          } else {
+            // Another record with the same half hash in that slot: the whole chain, as usual.
+            found =
+              recordTable.find(hash: hashes[record]) { account in
+                sameBytes(UnsafeBufferPointer(rebasing: all[recordRange(account)]), bytes)
+              } ?? -1
+          }
+        }
+        if found >= 0 { sum &+= lines[found] }
+        ahead.accounts.append(found)
+      }
+    }
+    linesRead &+= sum
+    ahead.block = number
   }
 
   /// The account with id `id`, if any.
@@ -412,6 +533,22 @@ private struct HashSlots {
     var slot = Int(truncatingIfNeeded: hash) & mask
     while slots[slot] != 0 { slot = (slot + 1) & mask }
     slots[slot] = Self.tag(hash) | UInt64(row + 1)
+  }
+
+  /// The slot where a look-up of `hash` starts.
+  @inline(__always)
+  func firstSlot(hash: UInt64) -> UInt64 { slots[Int(truncatingIfNeeded: hash) & mask] }
+
+  /// The first row whose slot holds the same half hash, if any: the row `find` would try first.
+  func candidate(hash: UInt64) -> Int? {
+    let tag = Self.tag(hash)
+    var slot = Int(truncatingIfNeeded: hash) & mask
+    while slots[slot] != 0 {
+      let entry = slots[slot]
+      if entry & 0xFFFF_FFFF_0000_0000 == tag { return Int(entry & 0xFFFF_FFFF) - 1 }
+      slot = (slot + 1) & mask
+    }
+    return nil
   }
 
   func find(hash: UInt64, matches: (Int) -> Bool) -> Int? {

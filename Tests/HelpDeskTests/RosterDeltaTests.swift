@@ -50,9 +50,10 @@ struct RosterDeltaTests {
       let viaTool: Result<[Int], DeskError>
       let db = try byDifference.connect(as: batches[0])
       do throws(DeskError) {
-        // Every other round in blocks of a record or two, so that runs of records to parse and
-        // records recognised meet block ends.
-        let reader = try RosterFeed(path: path, blockSize: round % 2 == 0 ? 1 << 20 : 64)
+        // Two rounds in three in blocks of a record or a few, so that runs of records to parse and
+        // records recognised meet block ends, and blocks of a feed out of the registry's order
+        // are looked up together.
+        let reader = try RosterFeed(path: path, blockSize: [1 << 20, 64, 256][round % 3])
         let result = try RosterImport.run(reader, options: options, on: db)
         viaTool = .success([result.rows, result.added, result.changed, result.disabled, result.unchanged])
       } catch {
@@ -77,6 +78,42 @@ struct RosterDeltaTests {
       recognisedSome = recognisedSome || feed.unchangedInForm > 0
     }
     #expect(recognisedSome)
+  }
+
+  @Test("a feed in another order than the registry's is recognised record for record, a block at a time")
+  func outOfOrder() throws {
+    let registry = try Registry(accounts: [])
+    try registry.admin.execute(
+      """
+      INSERT INTO hms2fa.accounts (account_id, display_name, email)
+      SELECT 'u' || g, 'Person ' || g, 'u' || g || '@hms.harvard.edu' FROM generate_series(1, 3000) g
+      """)
+    var random = SplitMix(seed: 7)
+    var rows = (1...3000).map { "u\($0),Person \($0),u\($0)@hms.harvard.edu,active,false" }
+    rows.shuffle(using: &random)
+    rows[10] = rows[10].replacingOccurrences(of: "Person", with: "Renamed")
+    let path = try registry.file(([RosterImportTests.header] + rows).joined(separator: "\n") + "\n")
+    let db = try registry.database.connect(as: registry.batch)
+    try db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    defer { _ = try? db.execute("ROLLBACK") }
+    try db.execute("SELECT hms2fa_api.open_roster_delta()")
+    let feed = try RosterFeed(path: path, blockSize: 4096)
+    let first = try #require(try feed.next())
+    let roster = try RosterSnapshot(reading: db, style: feed.style, expectedBytes: feed.size)
+    var recognised: [Int: Int] = [:]
+    var read: [String] = [first.accountID.value]
+    while let record = try feed.nextRecord(recognising: roster) {
+      switch record {
+      case .recognised(let account, let line): recognised[account] = line
+      case .entry(let entry): read.append(entry.accountID.value)
+      }
+    }
+    #expect(recognised.count == 2998)
+    #expect(read.count == 2)
+    #expect(read.contains(String(rows[10].prefix { $0 != "," })))
+    // Each account recognised on the line that lists it.
+    #expect(recognised.allSatisfy { account, line in rows[line - 2].hasPrefix(roster.id(of: account) + ",") })
+    #expect(roster.answeredAhead > 2500)
   }
 
   @Test("an account listed twice is refused with both lines, whether its records were recognised or read")
