@@ -5,7 +5,7 @@
 #
 # Usage: ops/bench/roster-import.sh [ROWS] [RUNS]     (default 1000000 rows, 5 runs)
 #
-# Five timings per run, in this order:
+# Six timings per run, in this order:
 #   copy     psql \copy FILE into a new plain table (CSV, HEADER)
 #   initial  accounts import into an empty registry (every row an INSERT)
 #   nightly  accounts import --disable-missing of a second export of the same people, into the
@@ -13,6 +13,9 @@
 #   same     the second export again: nothing changes (what reading and comparing costs alone)
 #   next     the first export again, after a VACUUM: the 1% changed back, on a registry whose
 #            pages now have room here and there (a later night, rather than the first)
+#   shuffled the second export with its rows shuffled, after a VACUUM: a nightly import whose
+#            feed is in another order than the registry holds the accounts (as after months of
+#            nights, when the changed accounts have moved about the table)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ops/lib.sh
@@ -58,7 +61,8 @@ gen() {
 }
 gen 1 >"$scratch/export1.csv"
 gen 2 >"$scratch/export2.csv"
-chmod 644 "$scratch"/export*.csv
+{ head -n 1 "$scratch/export2.csv"; tail -n +2 "$scratch/export2.csv" | shuf --random-source=<(yes); } >"$scratch/shuffled2.csv"
+chmod 644 "$scratch"/*.csv
 say "$(du -h "$scratch/export1.csv" | cut -f1) per file"
 
 sql postgres "CREATE DATABASE bench"
@@ -85,6 +89,7 @@ initial_times=()
 nightly_times=()
 same_times=()
 next_times=()
+shuffled_times=()
 for run in $(seq 1 "$runs"); do
   sql bench "DROP TABLE IF EXISTS plain_feed; CREATE TABLE plain_feed (account_id text, display_name text, email text, status text, high_risk boolean)"
   copy_times+=("$(timed "$psql_bin" -h "$sock" -U postgres -d bench -X -q -v ON_ERROR_STOP=1 \
@@ -101,8 +106,12 @@ for run in $(seq 1 "$runs"); do
   sql bench "VACUUM ANALYZE hms2fa.accounts"
   next_times+=("$(timed import "$scratch/export1.csv" --disable-missing)")
 
-  printf 'run %d: psql \\copy %ss, initial import %ss, nightly import %ss, nothing changed %ss, next night %ss\n' \
-    "$run" "${copy_times[-1]}" "${initial_times[-1]}" "${nightly_times[-1]}" "${same_times[-1]}" "${next_times[-1]}"
+  sql bench "VACUUM ANALYZE hms2fa.accounts"
+  shuffled_times+=("$(timed import "$scratch/shuffled2.csv" --disable-missing)")
+
+  printf 'run %d: psql \\copy %ss, initial import %ss, nightly import %ss, nothing changed %ss, next night %ss, shuffled %ss\n' \
+    "$run" "${copy_times[-1]}" "${initial_times[-1]}" "${nightly_times[-1]}" "${same_times[-1]}" "${next_times[-1]}" \
+    "${shuffled_times[-1]}"
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -111,12 +120,14 @@ initial=$(median "${initial_times[@]}")
 nightly=$(median "${nightly_times[@]}")
 same=$(median "${same_times[@]}")
 next=$(median "${next_times[@]}")
+shuffled=$(median "${shuffled_times[@]}")
 echo
 echo "rows: $rows, runs: $runs, $(nproc) cores, $(date -u +%Y-%m-%d), PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }')"
-awk -v c="$copy" -v i="$initial" -v n="$nightly" -v s="$same" -v x="$next" 'BEGIN {
+awk -v c="$copy" -v i="$initial" -v n="$nightly" -v s="$same" -v x="$next" -v r="$shuffled" 'BEGIN {
   printf "median psql \\copy into a plain table   %6.2fs\n", c
   printf "median initial import (all inserts)     %6.2fs  %.2fx\n", i, i / c
   printf "median nightly import (1%% changed)      %6.2fs  %.2fx\n", n, n / c
   printf "median import, nothing changed          %6.2fs  %.2fx\n", s, s / c
   printf "median next night (1%% changed back)     %6.2fs  %.2fx\n", x, x / c
+  printf "median nightly, feed in another order   %6.2fs  %.2fx\n", r, r / c
 }'
