@@ -110,16 +110,23 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     idEnds = builder.idEnds
     records = builder.records
     recordEnds = builder.recordEnds
-    var ids = HashSlots(count: count)
-    var known = HashSlots(count: count)
-    for account in 0..<count {
-      ids.insert(account, hash: builder.idHashes[account])
-      if recordEnds[account] > (account == 0 ? 0 : recordEnds[account - 1]) {
-        known.insert(account, hash: builder.recordHashes[account])
+    // The two tables are built side by side: each is a million writes to places far apart in
+    // memory, and the other processor has nothing else to do at this moment (the server waits
+    // for the next statement; the file is read).
+    let ids = HashSlots.Box(count: count)
+    let known = HashSlots.Box(count: count)
+    let (idHashes, recordHashes, recordEnds) = (builder.idHashes, builder.recordHashes, builder.recordEnds)
+    DispatchQueue.concurrentPerform(iterations: 2) { table in
+      if table == 0 {
+        for account in 0..<idHashes.count { ids.table.insert(account, hash: idHashes[account]) }
+      } else {
+        for account in 0..<recordEnds.count where recordEnds[account] > (account == 0 ? 0 : recordEnds[account - 1]) {
+          known.table.insert(account, hash: recordHashes[account])
+        }
       }
     }
-    idTable = ids
-    recordTable = known
+    idTable = ids.table
+    recordTable = known.table
     lines = .allocate(capacity: count)
     lines.initialize(repeating: 0)
   }
@@ -517,6 +524,12 @@ private struct HashSlots {
   /// The hash's high 32 bits, then row number + 1; 0 for an empty slot.
   private var slots: [UInt64]
   private let mask: Int
+
+  /// A table that one thread builds while another builds another.
+  final class Box: @unchecked Sendable {
+    var table: HashSlots
+    init(count: Int) { table = HashSlots(count: count) }
+  }
 
   /// Room for `count` rows, at most half full.
   init(count: Int) {
