@@ -174,24 +174,15 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     var starts: [Int] = []
     var counts: [Int] = []
     var accounts: [Int] = []
-    /// The record asked for next, most likely.
+    /// The record the feed asks about next: it offers every record of a block, in turn.
     var next = 0
 
+    /// The answer for the record at `offset`, `count` bytes long; nil when it isn't the one
+    /// looked up (it is then looked up on its own).
     mutating func answer(offset: Int, count: Int) -> Int? {
-      var index = next
-      if index >= starts.count || starts[index] != offset {
-        // Out of turn (not expected): find it.
-        var low = 0
-        var high = starts.count
-        while low < high {
-          let middle = (low + high) / 2
-          if starts[middle] < offset { low = middle + 1 } else { high = middle }
-        }
-        index = low
-      }
-      guard index < starts.count, starts[index] == offset, counts[index] == count else { return nil }
-      next = index + 1
-      return accounts[index]
+      guard next < starts.count, starts[next] == offset, counts[next] == count else { return nil }
+      next += 1
+      return accounts[next - 1]
     }
   }
   private var ahead = Ahead()
@@ -558,7 +549,7 @@ private struct HashSlots {
     var slot = Int(truncatingIfNeeded: hash) & mask
     while slots[slot] != 0 {
       let entry = slots[slot]
-      if entry & 0xFFFF_FFFF_0000_0000 == tag { return Int(entry & 0xFFFF_FFFF) - 1 }
+      if Self.tag(entry) == tag { return Int(entry & 0xFFFF_FFFF) - 1 }
       slot = (slot + 1) & mask
     }
     return nil
@@ -569,7 +560,7 @@ private struct HashSlots {
     var slot = Int(truncatingIfNeeded: hash) & mask
     while slots[slot] != 0 {
       let entry = slots[slot]
-      if entry & 0xFFFF_FFFF_0000_0000 == tag {
+      if Self.tag(entry) == tag {
         let row = Int(entry & 0xFFFF_FFFF) - 1
         if matches(row) { return row }
       }
