@@ -2,9 +2,10 @@
 -- NOTHING, and apply_roster_delta wrote every row sent twice (beside its account, then again
 -- if it changed). On a first load of a million accounts the speculative insertion, which a
 -- transaction snapshot can't use anyway, took 3.3 s of the insert's 9.4 s, and the second copy
--- about 0.6 s. Behaviour is unchanged, but for one message: an account another session adds
--- while an import by difference runs now stops the import with "added by another session"
--- (a serialization failure, as before: "try again").
+-- about 0.6 s. And accounts are now updated in the key's order, not the feed's. Behaviour is
+-- unchanged, but for one message: an account another session adds while an import by
+-- difference runs now stops the import with "added by another session" (a serialization
+-- failure, as before: "try again").
 
 SET LOCAL ROLE hms2fa_owner;
 
