@@ -250,9 +250,7 @@ public final class RosterFeed {
             endIndex += 1
             position = end
             if let recognising {
-              var last = end
-              if last > recordStart, bytes[last - 1] == 0x0A { last -= 1 }
-              if last > recordStart, bytes[last - 1] == 0x0D { last -= 1 }
+              let last = recordContentEnd(bytes, start: recordStart, end: end)
               let record = UnsafeBufferPointer(rebasing: bytes[recordStart..<last])
               if let account = recognising.account(recognising: record, block: number, offset: recordStart) {
                 found = account
@@ -321,6 +319,16 @@ public final class RosterFeed {
       line: line, accountID: accountID, displayName: displayName, email: email, status: status,
       highRisk: highRisk)
   }
+}
+
+/// Where the record from `start` to `end` in `bytes` ends without its line end (LF, or CRLF):
+/// what a recogniser is asked about.
+@inline(__always)
+func recordContentEnd(_ bytes: UnsafeBufferPointer<UInt8>, start: Int, end: Int) -> Int {
+  var last = end
+  if last > start, bytes[last - 1] == 0x0A { last -= 1 }
+  if last > start, bytes[last - 1] == 0x0D { last -= 1 }
+  return last
 }
 
 /// A block of whole records of the feed: its bytes (valid UTF-8) and where each record ends (the

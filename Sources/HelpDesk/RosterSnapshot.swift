@@ -211,11 +211,8 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     while start < bytes.count {
       let end = index < ends.count ? ends[index] + 1 : bytes.count
       index += 1
-      var last = end
-      if last > start, bytes[last - 1] == 0x0A { last -= 1 }
-      if last > start, bytes[last - 1] == 0x0D { last -= 1 }
       ahead.starts.append(start)
-      ahead.counts.append(last - start)
+      ahead.counts.append(recordContentEnd(bytes, start: start, end: end) - start)
       start = end
     }
     let total = ahead.starts.count
