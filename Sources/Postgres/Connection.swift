@@ -192,19 +192,6 @@ public final class Connection {
     try self.query(query).first
   }
 
-  /// Sends one statement without parameters and returns at once, while the server runs it: the
-  /// caller works meanwhile, then calls `finishSent()`, before anything else is sent on this
-  /// connection. `sql` is a literal; never pass anything built from input.
-  ///
-  /// - Throws: `.connectionLost` when it could not be sent, `.client` for a NUL byte.
-  public func sendWithoutWaiting(_ sql: String) throws(PostgresError) {
-    guard !sql.utf8.contains(0) else {
-      throw PostgresError(.client, message: "the statement contains a NUL byte")
-    }
-    // Binary results, as every other statement here has them.
-    guard PQsendQueryParams(handle, sql, 0, nil, nil, nil, nil, 1) == 1 else { throw failure(nil) }
-  }
-
   /// Waits for the statement `sendWithoutWaiting` sent and returns its last result's rows.
   ///
   /// - Throws: `.server` with the SQLSTATE, `.connectionLost`.
@@ -240,6 +227,37 @@ public final class Connection {
   }
 
   private func send(_ query: Query) throws(PostgresError) -> OpaquePointer {
+    let result = try withParameters(of: query) { count, types, values, lengths, formats in
+      PQexecParams(handle, query.sql, count, types, values, lengths, formats, 1)
+    }
+    guard let result else { throw failure(nil) }
+    switch PQresultStatus(result) {
+    case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+      return result
+    default:
+      let error = failure(result)
+      PQclear(result)
+      throw error
+    }
+  }
+
+  /// Sends one statement and returns at once, while the server runs it: the caller works
+  /// meanwhile, then calls `finishSent()`, before anything else is sent on this connection.
+  ///
+  /// - Throws: `.connectionLost` when it could not be sent, `.client` for a NUL byte.
+  public func sendWithoutWaiting(_ query: Query) throws(PostgresError) {
+    let sent = try withParameters(of: query) { count, types, values, lengths, formats in
+      PQsendQueryParams(handle, query.sql, count, types, values, lengths, formats, 1)
+    }
+    guard sent == 1 else { throw failure(nil) }
+  }
+
+  /// Calls `body` with `query`'s parameters as libpq takes them: count, types, values, lengths
+  /// and formats (text, but for bytea).
+  private func withParameters<T>(
+    of query: Query,
+    _ body: (Int32, [Oid], [UnsafePointer<CChar>?], [Int32], [Int32]) -> T
+  ) throws(PostgresError) -> T {
     let count = query.binds.count
     var types = [Oid](repeating: 0, count: count)
     var lengths = [Int32](repeating: 0, count: count)
@@ -269,17 +287,7 @@ public final class Connection {
         formats[i] = 1
       }
     }
-    let values = buffers.map { UnsafePointer($0) }
-    let result = PQexecParams(handle, query.sql, Int32(count), types, values, lengths, formats, 1)
-    guard let result else { throw failure(nil) }
-    switch PQresultStatus(result) {
-    case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
-      return result
-    default:
-      let error = failure(result)
-      PQclear(result)
-      throw error
-    }
+    return body(Int32(count), types, buffers.map { UnsafePointer($0) }, lengths, formats)
   }
 
   private func rows(of result: OpaquePointer) -> [Row] {
