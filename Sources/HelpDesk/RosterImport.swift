@@ -21,6 +21,9 @@ public struct RosterImportOptions: Sendable {
   public var ticket: Ticket?
   /// At most this many changes are listed by a dry run (the counts are always complete).
   public var diffLimit = 1000
+  /// A directory where the import keeps a copy of the roster as it leaves it, and where it looks
+  /// for the copy the last import kept (`RosterCopy`); nil for none.
+  public var copyDirectory: String?
 
   public init() {}
 }
@@ -66,6 +69,13 @@ public struct RosterImportResult: Sendable {
   public var eventID: Int64?
   /// Tries it took: more than 1 when the registry changed under an import (see `RosterImport.tries`).
   public var tries = 1
+  /// The feed was compared with the copy of the roster the last import kept, rather than with
+  /// the roster read from the registry.
+  public var comparedWithCopy = false
+  /// The copy of the roster this import kept, for the next; nil for none.
+  public var copyKept: String?
+  /// Why a copy in `copyDirectory` couldn't be used or kept (the import is done all the same).
+  public var copyProblem: String?
   /// With `dryRun`: the changes, up to `diffLimit`.
   public var changes: [RosterChange]
 }
@@ -100,14 +110,18 @@ public enum RosterImport {
       var feed = feed
       var tried = 1
       while true {
+        // The copy of the roster this try writes, removed unless the import is committed.
+        let kept = KeptCopy()
+        defer { kept.discard() }
         do {
           var result = try db.transaction {
-            let result = try load(feed, options: options, on: db)
+            let result = try load(feed, options: options, keeping: kept, on: db)
             // A dry run has changed nothing; rolling back says so to the database too.
             if options.dryRun { throw DryRunFinished(result: result) }
             return result
           }
           result.tries = tried
+          kept.commit(in: &result, on: db)
           return result
         } catch let finished as DryRunFinished {
           var result = finished.result
@@ -142,16 +156,76 @@ public enum RosterImport {
     var result: RosterImportResult
   }
 
-  private static func load(_ feed: RosterFeed, options: RosterImportOptions, on db: Connection) throws
-    -> RosterImportResult
-  {
+  /// The copy of the roster an import writes while the server applies the feed, put in place
+  /// once the import is committed.
+  private final class KeptCopy {
+    var copy: RosterCopy?
+    var pending: RosterCopy.Pending?
+    /// The roster's version: as the copy compared with was kept, then as the import leaves it.
+    var version: RosterCopy.Version?
+    /// The copy compared with is still the roster's (the import changed nothing).
+    var unchanged = false
+
+    /// Puts the copy in place and notes its digest in the registry; a copy that can't be kept
+    /// is said in the result, and the import stands.
+    func commit(in result: inout RosterImportResult, on db: Connection) {
+      guard let copy, let version else { return }
+      if unchanged {
+        result.copyKept = copy.path(of: version.registry)
+        return
+      }
+      guard let pending else { return }
+      self.pending = nil
+      do {
+        try copy.commit(pending, version: version.version)
+        let noted = try db.queryFirst(
+          "SELECT hms2fa_api.note_roster_copy(\(version.version)::uuid, decode(\(pending.digest), 'hex')) AS noted")
+        // Not noted: someone changed the roster since this import committed; the copy is out of
+        // date already, and the next import reads the registry.
+        if try noted?.decode("noted", as: Bool.self) == true { result.copyKept = pending.path }
+      } catch let error as RosterCopy.Unusable {
+        result.copyProblem = error.reason + "; the next import reads the roster from the registry"
+      } catch {
+        result.copyProblem =
+          "the copy of the roster was not noted (\(error)); the next import reads the roster from the registry"
+      }
+    }
+
+    func discard() {
+      if let copy, let pending { copy.discard(pending) }
+      pending = nil
+    }
+  }
+
+  private static func load(
+    _ feed: RosterFeed, options: RosterImportOptions, keeping kept: KeptCopy, on db: Connection
+  ) throws -> RosterImportResult {
     // The roster read below and the changes applied after must be of one snapshot.
     try db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     try db.execute("SELECT hms2fa_api.open_roster_delta()")
     // The first row tells how the feed writes its rows, and so how to write the accounts to
     // recognise them.
     let first = try feed.next()
-    let roster = try RosterSnapshot(reading: db, style: first == nil ? nil : feed.style, expectedBytes: feed.size)
+    let style = first == nil ? nil : feed.style
+    let copy = options.copyDirectory.map(RosterCopy.init(directory:))
+    var copyProblem: String?
+    var fromCopy: RosterSnapshot?
+    var registry: String?
+    if let copy, let style {
+      // The copy the last import kept, if the roster is still as it left it (in this snapshot).
+      let version = try RosterCopy.Version(on: db)
+      registry = version.registry
+      do throws(RosterCopy.Unusable) {
+        if let stored = try copy.load(version, style: style) {
+          fromCopy = RosterSnapshot(stored: stored, style: style)
+          kept.version = version
+        }
+      } catch {
+        copyProblem = error.reason + "; the roster was read from the registry"
+      }
+    }
+    let comparedWithCopy = fromCopy != nil
+    let roster = try fromCopy ?? RosterSnapshot(reading: db, style: style, expectedBytes: feed.size)
     // The feed's next row to send (its account claimed), past the records recognised.
     func nextToSend() throws -> RosterEntry? {
       while let record = try feed.nextRecord(recognising: roster) {
@@ -171,6 +245,7 @@ public enum RosterImport {
       }
       return nil
     }
+    var absentCount = 0
     do {
       // The server counts the registry (a full scan) while the feed is read; the rows to send
       // wait here until it's done, up to `waitingRows` of them (a nightly feed sends a few
@@ -194,12 +269,20 @@ public enum RosterImport {
         throw error
       }
       try db.finishSent()
+      let keeps = copy != nil && style != nil && !options.dryRun
       try db.copyIn(feedCopy) { writer in
-        for entry in waiting { try writer.append(entry) }
+        for entry in waiting {
+          try writer.append(entry)
+          if keeps { roster.noteSent(entry) }
+        }
         waiting = []
-        while more, let entry = try nextToSend() { try writer.append(entry) }
+        while more, let entry = try nextToSend() {
+          try writer.append(entry)
+          if keeps { roster.noteSent(entry) }
+        }
       }
       let absent = roster.unlisted
+      absentCount = absent.count
       if !absent.isEmpty {
         try db.copyIn("COPY pg_temp.roster_absent (account_id) FROM STDIN", rows: absent.lazy.map { [$0] })
       }
@@ -209,14 +292,34 @@ public enum RosterImport {
       // The staging table holds the same rules as the checks above; this is a row they let by.
       throw DeskError.badData("the database refused a row of the feed: \(error.message); nothing was imported")
     }
-    guard
-      let row = try db.queryFirst(
-        """
-        SELECT * FROM hms2fa_api.apply_roster_delta(
-          \(roster.recognised), \(options.disableMissing), \(String(options.maxDisableFraction))::numeric,
-          \(options.force), \(options.dryRun), \(feed.path), \(options.ticket?.value))
-        """)
-    else {
+    let apply: Query = """
+      SELECT * FROM hms2fa_api.apply_roster_delta(
+        \(roster.recognised), \(options.disableMissing), \(String(options.maxDisableFraction))::numeric,
+        \(options.force), \(options.dryRun), \(feed.path), \(options.ticket?.value))
+      """
+    let rows: [Row]
+    if let copy, let style, let registry, !options.dryRun {
+      kept.copy = copy
+      if comparedWithCopy && roster.sentCount == 0 && (absentCount == 0 || !options.disableMissing) {
+        // Nothing to change: the copy compared with stays the roster's.
+        kept.unchanged = true
+        rows = try db.query(apply)
+      } else {
+        // The copy of the roster as the import leaves it is written while the server applies the
+        // feed, and put in place once the import is committed.
+        try db.sendWithoutWaiting(apply)
+        do throws(RosterCopy.Unusable) {
+          kept.pending = try copy.prepare(
+            roster.successor(disableMissing: options.disableMissing), style: style, registry: registry)
+        } catch {
+          copyProblem = error.reason + "; the next import reads the roster from the registry"
+        }
+        rows = try db.finishSent()
+      }
+    } else {
+      rows = try db.query(apply)
+    }
+    guard let row = rows.first else {
       throw DeskError(.software, "internal error: apply_roster_delta returned nothing")
     }
     var result = RosterImportResult(
@@ -225,6 +328,8 @@ public enum RosterImport {
       unchanged: try row.decode("unchanged"), activeBefore: try row.decode("active_before"),
       wouldDisable: try row.decode("would_disable"), overLimit: try row.decode("over_limit"),
       eventID: try row.decode("event_id"), changes: [])
+    result.comparedWithCopy = comparedWithCopy
+    result.copyProblem = copyProblem
     if options.dryRun {
       let diff: Query = "SELECT * FROM hms2fa_api.roster_diff(\(max(options.diffLimit, 0)))"
       result.changes = try db.query(diff).map { row in
@@ -238,6 +343,12 @@ public enum RosterImport {
             displayName: try row.decode("display_name"), email: try row.decode("email"),
             status: try row.decode("status"), highRisk: try row.decode("high_risk")))
       }
+    }
+    if kept.copy != nil {
+      // The version this import leaves the roster at (its own, if it changed anything).
+      let version = try RosterCopy.Version(on: db)
+      if version != kept.version { kept.unchanged = false }
+      kept.version = version
     }
     return result
   }

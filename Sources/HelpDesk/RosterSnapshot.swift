@@ -40,6 +40,11 @@ public struct RosterStyle: Sendable, Equatable {
     self.no = no
   }
 
+  init(positions: [Int], quoteAll: Bool, active: String, disabled: String, yes: String, no: String) {
+    (self.positions, self.quoteAll) = (positions, quoteAll)
+    (self.active, self.disabled, self.yes, self.no) = (active, disabled, yes, no)
+  }
+
   /// `word` (lowercase) in the case of `sample`: all lowercase, all capitals or capitalised.
   private static func spelled(_ word: String, like sample: String) -> String? {
     if sample == sample.lowercased() { return word }
@@ -66,12 +71,12 @@ public struct RosterStyle: Sendable, Equatable {
 final class RosterSnapshot: RosterFeed.Recogniser {
   /// Accounts read.
   let count: Int
-  /// Account ids, end to end; account `i` ends at `idEnds[i]`.
-  private let idBytes: [UInt8]
-  private let idEnds: [Int]
-  /// The records, end to end; empty for an account not in the feed's form.
-  private let records: [UInt8]
-  private let recordEnds: [Int]
+  /// The style the records are written in; nil when only the ids were read.
+  let style: RosterStyle?
+  /// The accounts' ids and records.
+  let stored: RosterRecords
+  private var idBytes: [UInt8] { stored.idBytes }
+  private var records: [UInt8] { stored.records }
   private let idTable: HashSlots
   private let recordTable: HashSlots
   /// The line of the feed each account is listed on; 0 while it isn't.
@@ -90,7 +95,7 @@ final class RosterSnapshot: RosterFeed.Recogniser {
   ///
   /// - Throws: a `PostgresError` from the server; a `.software` `DeskError` for data that isn't
   ///   the binary COPY the statement asks for.
-  init(reading db: Connection, style: RosterStyle?, expectedBytes: Int = 0) throws {
+  convenience init(reading db: Connection, style: RosterStyle?, expectedBytes: Int = 0) throws {
     var builder = Builder(style: style)
     // The registry's roster is about as large as the feed: room for it from the start spares
     // copying the arrays as they grow.
@@ -105,23 +110,35 @@ final class RosterSnapshot: RosterFeed.Recogniser {
       try decoder.feed(chunk) { fields throws(DeskError) in builder.add(fields) }
     }
     guard decoder.finished else { throw DeskError(.software, "internal error: the roster's COPY data ended early") }
-    count = builder.idEnds.count
-    idBytes = builder.idBytes
-    idEnds = builder.idEnds
-    records = builder.records
-    recordEnds = builder.recordEnds
-    // The two tables are built side by side: each is a million writes to places far apart in
-    // memory, and the other processor has nothing else to do at this moment (the server waits
-    // for the next statement; the file is read).
+    self.init(stored: builder.out, style: style)
+  }
+
+  /// The roster `stored` holds, written in `style` (a copy kept by the import before, say).
+  init(stored: RosterRecords, style: RosterStyle?) {
+    self.stored = stored
+    self.style = style
+    count = stored.count
+    // The two tables are built side by side: each is a million hashes and writes to places far
+    // apart in memory, and the other processor has nothing else to do at this moment (the
+    // server waits for the next statement; the file is read).
     let ids = HashSlots.Box(count: count)
     let known = HashSlots.Box(count: count)
-    let (idHashes, recordHashes, recordEnds) = (builder.idHashes, builder.recordHashes, builder.recordEnds)
     DispatchQueue.concurrentPerform(iterations: 2) { table in
-      if table == 0 {
-        for account in 0..<idHashes.count { ids.table.insert(account, hash: idHashes[account]) }
-      } else {
-        for account in 0..<recordEnds.count where recordEnds[account] > (account == 0 ? 0 : recordEnds[account - 1]) {
-          known.table.insert(account, hash: recordHashes[account])
+      stored.idBytes.withUnsafeBufferPointer { idBytes in
+        stored.records.withUnsafeBufferPointer { records in
+          if table == 0 {
+            for account in 0..<stored.count {
+              ids.table.insert(
+                account, hash: quickHash(UnsafeBufferPointer(rebasing: idBytes[stored.idRange(account)])))
+            }
+          } else {
+            for account in 0..<stored.count {
+              let range = stored.recordRange(account)
+              if !range.isEmpty {
+                known.table.insert(account, hash: quickHash(UnsafeBufferPointer(rebasing: records[range])))
+              }
+            }
+          }
         }
       }
     }
@@ -129,6 +146,7 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     recordTable = known.table
     lines = .allocate(capacity: count)
     lines.initialize(repeating: 0)
+    sent = Builder(style: style)
   }
 
   deinit {
@@ -288,18 +306,57 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     return nil
   }
 
+  // MARK: The roster the import leaves
+
+  /// The feed's rows sent to the registry (new, changed, or written differently), as the
+  /// registry holds them once imported; `sentAccounts[i]` is the account row `i` is (-1: new).
+  private var sent: Builder
+  private var sentAccounts: [Int] = []
+
+  /// Notes a row of the feed sent to the registry, for `successor`.
+  func noteSent(_ entry: RosterEntry) {
+    sent.add(entry)
+    sentAccounts.append(account(id: entry.accountID.value) ?? -1)
+  }
+
+  /// Rows of the feed sent to the registry (`noteSent`).
+  var sentCount: Int { sentAccounts.count }
+
+  /// The roster as the registry holds it once the feed is imported: each account as the feed
+  /// listed it (recognised unchanged, or as `noteSent` was told), the accounts it doesn't list as
+  /// they were, and the new ones after them, in the feed's order. An account
+  /// `--disable-missing` may disable gets no record: the next import reads its row in full.
+  func successor(disableMissing: Bool) -> RosterSuccessor {
+    var replaced = [Int](repeating: -1, count: count)
+    for (row, account) in sentAccounts.enumerated() where account >= 0 { replaced[account] = row }
+    var pieces: [RosterSuccessor.Piece] = []
+    var run = 0
+    func endRun(at account: Int) {
+      if run < account { pieces.append(.read(run..<account, records: true)) }
+      run = account + 1
+    }
+    for account in 0..<count {
+      if replaced[account] >= 0 {
+        endRun(at: account)
+        pieces.append(.sent(replaced[account]))
+      } else if disableMissing && lines[account] == 0 {
+        endRun(at: account)
+        pieces.append(.read(account..<account + 1, records: false))
+      }
+    }
+    endRun(at: count)
+    for (row, account) in sentAccounts.enumerated() where account < 0 { pieces.append(.sent(row)) }
+    return RosterSuccessor(read: stored, sent: sent.out, pieces: pieces)
+  }
+
   /// The ids of the accounts the feed hasn't listed.
   var unlisted: [String] {
     lines.indices.filter { lines[$0] == 0 }.map(id(of:))
   }
 
-  private func idRange(_ account: Int) -> Range<Int> {
-    (account == 0 ? 0 : idEnds[account - 1])..<idEnds[account]
-  }
+  private func idRange(_ account: Int) -> Range<Int> { stored.idRange(account) }
 
-  private func recordRange(_ account: Int) -> Range<Int> {
-    (account == 0 ? 0 : recordEnds[account - 1])..<recordEnds[account]
-  }
+  private func recordRange(_ account: Int) -> Range<Int> { stored.recordRange(account) }
 
   /// Collects the accounts as the COPY data arrives.
   private struct Builder {
@@ -314,12 +371,7 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     let disabled: [UInt8]
     let yes: [UInt8]
     let no: [UInt8]
-    var idBytes: [UInt8] = []
-    var idEnds: [Int] = []
-    var idHashes: [UInt64] = []
-    var records: [UInt8] = []
-    var recordEnds: [Int] = []
-    var recordHashes: [UInt64] = []
+    var out = RosterRecords()
 
     init(style: RosterStyle?) {
       writesRecords = style != nil
@@ -333,26 +385,36 @@ final class RosterSnapshot: RosterFeed.Recogniser {
 
     mutating func reserve(bytes: Int) {
       let accounts = bytes / 40
-      idBytes.reserveCapacity(bytes / 4)
-      records.reserveCapacity(writesRecords ? bytes : 0)
-      idEnds.reserveCapacity(accounts)
-      idHashes.reserveCapacity(accounts)
-      recordEnds.reserveCapacity(accounts)
-      recordHashes.reserveCapacity(accounts)
+      out.idBytes.reserveCapacity(bytes / 4)
+      out.records.reserveCapacity(writesRecords ? bytes : 0)
+      out.idEnds.reserveCapacity(accounts)
+      out.recordEnds.reserveCapacity(accounts)
     }
 
     /// Adds one account from its five binary COPY fields.
     mutating func add(_ fields: UnsafeBufferPointer<UnsafeRawBufferPointer>) {
-      let id = fields[0]
-      idBytes.append(contentsOf: id)
-      idEnds.append(idBytes.count)
-      idHashes.append(quickHash(id.assumingMemoryBound(to: UInt8.self)))
-      let recordStart = records.count
+      out.idBytes.append(contentsOf: fields[0])
+      out.idEnds.append(out.idBytes.count)
       appendRecord(fields)
-      recordEnds.append(records.count)
-      recordHashes.append(
-        records.count == recordStart
-          ? 0 : records.withUnsafeBufferPointer { quickHash(UnsafeBufferPointer(rebasing: $0[recordStart...])) })
+      out.recordEnds.append(out.records.count)
+    }
+
+    /// Adds the account a row of the feed sets, as the registry holds it once imported.
+    mutating func add(_ entry: RosterEntry) {
+      var (id, name, email, status) = (entry.accountID.value, entry.displayName, entry.email.value, entry.status)
+      var flag: UInt8 = entry.highRisk ? 1 : 0
+      id.withUTF8 { id in
+        name.withUTF8 { name in
+          email.withUTF8 { email in
+            status.withUTF8 { status in
+              withUnsafeBytes(of: &flag) { flag in
+                let fields = [id, name, email, status].map(UnsafeRawBufferPointer.init) + [flag]
+                fields.withUnsafeBufferPointer { add($0) }
+              }
+            }
+          }
+        }
+      }
     }
 
     /// Appends the record the feed holds for this account unchanged; nothing when the account's
@@ -372,21 +434,21 @@ final class RosterSnapshot: RosterFeed.Recogniser {
       }
       let flag = fields[4][0] != 0
       for position in 0..<5 {
-        if position > 0 { records.append(0x2C) }
+        if position > 0 { out.records.append(0x2C) }
         let column = order[position]
         switch column {
-        case 0, 1, 2: Self.write(fields[column], quoted: quoteAll, to: &records)
+        case 0, 1, 2: Self.write(fields[column], quoted: quoteAll, to: &out.records)
         case 3:
           if isActive {
-            active.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+            active.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &out.records) }
           } else {
-            disabled.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+            disabled.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &out.records) }
           }
         default:
           if flag {
-            yes.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+            yes.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &out.records) }
           } else {
-            no.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &records) }
+            no.withUnsafeBytes { Self.write($0, quoted: quoteAll, to: &out.records) }
           }
         }
       }
@@ -473,6 +535,170 @@ final class RosterSnapshot: RosterFeed.Recogniser {
 
   private static func isLowerAlphanumeric(_ byte: UInt8) -> Bool {
     (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte)
+  }
+}
+
+/// Accounts' ids and records (`RosterSnapshot`), each array end to end: account `i`'s id ends
+/// at `idEnds[i]` in `idBytes`, its record at `recordEnds[i]` in `records` (empty for an account
+/// not in the feed's form).
+struct RosterRecords: Sendable, Equatable {
+  var idBytes: [UInt8] = []
+  var idEnds: [Int] = []
+  var records: [UInt8] = []
+  var recordEnds: [Int] = []
+
+  var count: Int { idEnds.count }
+
+  func idRange(_ account: Int) -> Range<Int> {
+    (account == 0 ? 0 : idEnds[account - 1])..<idEnds[account]
+  }
+
+  func recordRange(_ account: Int) -> Range<Int> {
+    (account == 0 ? 0 : recordEnds[account - 1])..<recordEnds[account]
+  }
+
+  /// The ends are in order and within their arrays (a copy read from a file is checked so).
+  var isWellFormed: Bool {
+    func ordered(_ ends: [Int], within total: Int) -> Bool {
+      var previous = 0
+      for end in ends {
+        guard end >= previous else { return false }
+        previous = end
+      }
+      return previous == total
+    }
+    return idEnds.count == recordEnds.count && ordered(idEnds, within: idBytes.count)
+      && ordered(recordEnds, within: records.count)
+  }
+}
+
+/// What a roster copy is written from (`RosterCopy`): accounts' ids and records, each of the four
+/// arrays of `RosterRecords` given in slices, in order.
+protocol RosterCopySource {
+  var count: Int { get }
+  var idByteCount: Int { get }
+  var recordByteCount: Int { get }
+  func forEachSlice(of part: RosterRecords.Part, _ body: (UnsafeRawBufferPointer) -> Void)
+}
+
+extension RosterRecords: RosterCopySource {
+  enum Part: CaseIterable { case idEnds, recordEnds, idBytes, records }
+
+  var idByteCount: Int { idBytes.count }
+  var recordByteCount: Int { records.count }
+
+  func forEachSlice(of part: Part, _ body: (UnsafeRawBufferPointer) -> Void) {
+    switch part {
+    case .idEnds: idEnds.withUnsafeBytes(body)
+    case .recordEnds: recordEnds.withUnsafeBytes(body)
+    case .idBytes: idBytes.withUnsafeBytes(body)
+    case .records: records.withUnsafeBytes(body)
+    }
+  }
+}
+
+/// The roster an import leaves, as pieces of the roster it read and of the rows it sent: written
+/// to a copy slice by slice, never gathered in memory (a million accounts are 80 MB).
+struct RosterSuccessor: RosterCopySource {
+  enum Piece {
+    /// A run of the accounts read; without their records when `records` is false.
+    case read(Range<Int>, records: Bool)
+    /// A row sent.
+    case sent(Int)
+  }
+
+  let read: RosterRecords
+  let sent: RosterRecords
+  let pieces: [Piece]
+
+  var count: Int {
+    pieces.reduce(0) { total, piece in
+      switch piece {
+      case .read(let run, _): total + run.count
+      case .sent: total + 1
+      }
+    }
+  }
+
+  var idByteCount: Int { total(.idBytes) }
+  var recordByteCount: Int { total(.records) }
+
+  private func total(_ part: RosterSuccessor.Bytes) -> Int {
+    var total = 0
+    for piece in pieces {
+      switch piece {
+      case .read(let run, let records):
+        if part == .records && !records { continue }
+        total += span(of: run, in: read, part)
+      case .sent(let row): total += span(of: row..<row + 1, in: sent, part)
+      }
+    }
+    return total
+  }
+
+  enum Bytes { case idBytes, records }
+
+  private func span(of run: Range<Int>, in stored: RosterRecords, _ part: Bytes) -> Int {
+    guard let first = run.first, let last = run.last else { return 0 }
+    let range =
+      part == .idBytes
+      ? stored.idRange(first).lowerBound..<stored.idRange(last).upperBound
+      : stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound
+    return range.count
+  }
+
+  func forEachSlice(of part: RosterRecords.Part, _ body: (UnsafeRawBufferPointer) -> Void) {
+    switch part {
+    case .idBytes, .records:
+      let bytes: Bytes = part == .idBytes ? .idBytes : .records
+      for piece in pieces {
+        let (stored, run, withRecords): (RosterRecords, Range<Int>, Bool) =
+          switch piece {
+          case .read(let run, let records): (read, run, records)
+          case .sent(let row): (sent, row..<row + 1, true)
+          }
+        guard let first = run.first, let last = run.last, bytes == .idBytes || withRecords else { continue }
+        if bytes == .idBytes {
+          stored.idBytes.withUnsafeBytes {
+            body(
+              UnsafeRawBufferPointer(rebasing: $0[stored.idRange(first).lowerBound..<stored.idRange(last).upperBound]))
+          }
+        } else {
+          stored.records.withUnsafeBytes {
+            body(
+              UnsafeRawBufferPointer(
+                rebasing: $0[stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound]))
+          }
+        }
+      }
+    case .idEnds, .recordEnds:
+      // Each account's end, from its length where it was read or sent, a buffer at a time.
+      let ids = part == .idEnds
+      var buffer: [Int] = []
+      buffer.reserveCapacity(1 << 16)
+      var end = 0
+      func flush() {
+        buffer.withUnsafeBytes(body)
+        buffer.removeAll(keepingCapacity: true)
+      }
+      for piece in pieces {
+        let (stored, run, withRecords): (RosterRecords, Range<Int>, Bool) =
+          switch piece {
+          case .read(let run, let records): (read, run, records)
+          case .sent(let row): (sent, row..<row + 1, true)
+          }
+        for account in run {
+          if ids {
+            end += stored.idRange(account).count
+          } else if withRecords {
+            end += stored.recordRange(account).count
+          }
+          buffer.append(end)
+          if buffer.count == 1 << 16 { flush() }
+        }
+      }
+      flush()
+    }
   }
 }
 

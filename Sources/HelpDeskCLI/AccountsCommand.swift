@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import HelpDesk
 
 struct AccountsCommand: ParsableCommand {
@@ -27,10 +28,19 @@ struct AccountsCommand: ParsableCommand {
         would disable more than --max-disable-fraction of the active accounts: a truncated \
         export must not lock out the school. --force overrides that limit and needs --ticket.
 
+        With --roster-copy DIR (or HMS2FA_ROSTER_COPY), the import keeps a copy of the roster as \
+        it leaves it in DIR (roster-REGISTRY.copy, mode 0600: account ids, names and emails, as \
+        the feed holds them), and the next import compares its feed with that copy instead of \
+        reading every account from the database. The copy is used only while the database says \
+        the roster is unchanged since and its SHA-256 is the one the import noted; otherwise the \
+        roster is read from the registry, as without a copy. A copy that can't be used or kept \
+        is said on stderr; the import goes on.
+
         Examples:
           hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing
           hms2fa-admin accounts import accounts.csv --disable-missing --dry-run
           hms2fa-admin accounts import accounts.csv --disable-missing --force --ticket CHG0042
+          hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing --roster-copy /var/lib/hms2fa
         """
     )
 
@@ -64,9 +74,19 @@ struct AccountsCommand: ParsableCommand {
     )
     var diffLimit = 1000
 
+    @Option(
+      help: ArgumentHelp(
+        "Keep a copy of the roster here, and compare the next feed with it (else HMS2FA_ROSTER_COPY).",
+        valueName: "dir"),
+      completion: .directory)
+    var rosterCopy: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+      if let rosterCopy, rosterCopy.isEmpty || rosterCopy.utf8.contains(0) {
+        throw ValidationError("--roster-copy names a directory, e.g. /var/lib/hms2fa")
+      }
       guard (0...1).contains(maxDisableFraction) else {
         throw ValidationError("--max-disable-fraction must be between 0 and 1, e.g. 0.05")
       }
@@ -93,10 +113,13 @@ struct AccountsCommand: ParsableCommand {
       options.dryRun = dryRun
       options.ticket = try ticket.map { try Ticket(parsing: $0) }
       options.diffLimit = diffLimit
+      let fromEnvironment = ProcessInfo.processInfo.environment["HMS2FA_ROSTER_COPY"].flatMap { $0.isEmpty ? nil : $0 }
+      options.copyDirectory = rosterCopy ?? fromEnvironment
       // The file is opened (and its header checked) before connecting.
       let feed = try RosterFeed(path: file)
       let db = try global.connect()
       let result = try RosterImport.run(feed, options: options, on: db)
+      if let problem = result.copyProblem { global.console.note("warning: \(problem)") }
       global.console.emit(document(result)) { text(result) }
     }
 
@@ -107,6 +130,9 @@ struct AccountsCommand: ParsableCommand {
         ("unchanged", .int(result.unchanged)), ("active_before", .int(result.activeBefore)),
         ("would_disable", .int(result.wouldDisable)), ("over_limit", .bool(result.overLimit)),
         ("event_id", result.eventID.map { .int($0) } ?? .null), ("tries", .int(result.tries)),
+        ("compared_with", .string(result.comparedWithCopy ? "copy" : "registry")),
+        ("roster_copy", result.copyKept.map { .string($0) } ?? .null),
+        ("roster_copy_problem", result.copyProblem.map { .string($0) } ?? .null),
       ]
       if result.dryRun {
         members.append(("changes", .array(result.changes.map(changeDocument))))
@@ -152,6 +178,12 @@ struct AccountsCommand: ParsableCommand {
           "imported \(shown(result.source)): \(result.rows) rows; added \(result.added), changed "
             + "\(result.changed), disabled \(result.disabled), unchanged \(result.unchanged)"
             + (result.eventID.map { " (audit event \($0))" } ?? ""))
+      }
+      if result.comparedWithCopy {
+        lines.append("(compared with the copy of the roster the last import kept)")
+      }
+      if let kept = result.copyKept {
+        lines.append("(kept a copy of the roster for the next import: \(shown(kept)))")
       }
       if result.tries > 1 {
         lines.append(

@@ -331,6 +331,45 @@ struct CLITests {
     #expect(try json(forced.stdout)["disabled"] as? Int == 1)
   }
 
+  @Test(
+    "accounts import --roster-copy: the copy kept, then compared with; HMS2FA_ROSTER_COPY; a copy it can't keep is a warning"
+  )
+  func accountsImportRosterCopy() throws {
+    let desk = try Desk()
+    let batch = try desk.database.createLogin(.batch)
+    let path = TestCluster.scratch + "/cli-copy-feed-" + UUID().uuidString.prefix(8) + ".csv"
+    try "account_id,display_name,email,status,high_risk\njd123,Jane Doe,jd123@hms.harvard.edu,active,false\n"
+      .write(toFile: path, atomically: true, encoding: .utf8)
+    let directory = TestCluster.scratch + "/cli-copy-" + UUID().uuidString.prefix(8)
+    let first = try desk.run(["accounts", "import", path, "--roster-copy", directory], as: batch)
+    #expect(first.status == 0, "\(first.stderr)")
+    #expect(
+      first.stdout.contains("(kept a copy of the roster for the next import: \(directory)/roster-"), "\(first.stdout)")
+    #expect(!first.stdout.contains("compared with the copy"))
+    let second = try desk.run(
+      ["accounts", "import", path, "--json"], as: batch, environment: ["HMS2FA_ROSTER_COPY": directory])
+    #expect(second.status == 0, "\(second.stderr)")
+    let result = try json(second.stdout)
+    #expect(result["compared_with"] as? String == "copy")
+    #expect((result["roster_copy"] as? String)?.hasPrefix(directory + "/roster-") == true)
+    #expect(result["roster_copy_problem"] is NSNull)
+    #expect(second.stderr.isEmpty, "\(second.stderr)")
+    // Without the option or the variable, no copy: the roster is read from the registry.
+    let plain = try json(try desk.run(["accounts", "import", path, "--json"], as: batch).stdout)
+    #expect(plain["compared_with"] as? String == "registry")
+    #expect(plain["roster_copy"] is NSNull)
+
+    // A directory it can't make: the import is done, exit 0, and stderr says so in one line.
+    let blocked = try desk.run(["accounts", "import", path, "--roster-copy", path + "/copies"], as: batch)
+    #expect(blocked.status == 0, "\(blocked.stderr)")
+    #expect(blocked.stdout.contains("imported "))
+    let warning = blocked.stderr.split(separator: "\n")
+    #expect(warning.count == 1)
+    #expect(warning.first?.hasPrefix("warning: can't ") == true, "\(blocked.stderr)")
+    #expect(warning.first?.contains("the next import reads the roster from the registry") == true)
+    #expect(try desk.run(["accounts", "import", path, "--roster-copy", ""], as: batch).status == 64)
+  }
+
   @Test("every command has --help with an example, and completion scripts generate")
   func help() throws {
     let commands: [[String]] = [
