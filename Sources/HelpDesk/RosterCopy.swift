@@ -55,11 +55,46 @@ struct RosterCopy {
     directory + "/roster-" + registry + ".copy"
   }
 
-  /// The roster the copy for `version` holds, if it may be used for a feed written in `style`;
-  /// nil when there is no copy of this version (or none in this style).
+  /// A copy read, before its digest is checked.
+  struct Loaded {
+    let stored: RosterRecords
+    let path: String
+    /// The parts of the header the digest covers.
+    fileprivate let header: [UInt8]
+    fileprivate let digest: String
+
+    /// Checks the copy's SHA-256 against the one the registry noted: a few hundredths of a second
+    /// at a million accounts, spent while the roster's hash tables are built
+    /// (`RosterSnapshot.init(stored:style:alongside:)`).
+    final class Check: @unchecked Sendable {
+      let loaded: Loaded
+      /// Set by `run`.
+      private(set) var passed = false
+
+      init(_ loaded: Loaded) { self.loaded = loaded }
+
+      func run() {
+        var hasher = SHA256()
+        loaded.header.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        for part in RosterRecords.Part.allCases {
+          loaded.stored.forEachSlice(of: part) { hasher.update(bufferPointer: $0) }
+        }
+        passed = hex(hasher.finalize()) == loaded.digest
+      }
+
+      /// Why the copy isn't to be used, after `run`; nil when it may be.
+      var problem: Unusable? {
+        passed ? nil : Unusable(reason: "\(loaded.path) is not the copy the registry noted (its SHA-256 differs)")
+      }
+    }
+  }
+
+  /// The copy for `version`, if there is one in `style`, read but not yet checked against the
+  /// registry's digest (`Loaded.Check`); nil when there is no copy of this version (or none in
+  /// this style).
   ///
   /// - Throws: `Unusable` for a copy that is there but isn't to be trusted.
-  func load(_ version: Version, style: RosterStyle) throws(Unusable) -> RosterRecords? {
+  func load(_ version: Version, style: RosterStyle) throws(Unusable) -> Loaded? {
     // No copy was noted at this version: the roster changed since the last one was kept.
     guard let digest = version.digest else { return nil }
     let path = path(of: version.registry)
@@ -86,11 +121,8 @@ struct RosterCopy {
     stored.idBytes = try reader.bytes(header.idBytes)
     stored.records = try reader.bytes(header.recordBytes)
     guard try reader.atEnd() else { throw Unusable(reason: "\(path) is longer than its header says") }
-    guard hex(reader.hasher.finalize()) == digest else {
-      throw Unusable(reason: "\(path) is not the copy the registry noted (its SHA-256 differs)")
-    }
     guard stored.isWellFormed else { throw Unusable(reason: "\(path) is malformed") }
-    return stored
+    return Loaded(stored: stored, path: path, header: reader.hashed, digest: digest)
   }
 
   /// A copy written but not yet in place: its version is written, and the file put in place of
@@ -230,7 +262,10 @@ struct RosterCopy {
   private struct Reader {
     let fd: Int32
     let path: String
-    var hasher = SHA256()
+    /// The header's bytes that the digest covers, as read.
+    var hashed: [UInt8] = []
+    /// Past the header: the arrays are hashed later, by `Loaded.Check`.
+    var inHeader = true
 
     /// Exactly `buffer.count` bytes into `buffer`, hashed unless `hashed` is false.
     mutating func fill(_ buffer: UnsafeMutableRawBufferPointer, hashed: Bool = true) throws(Unusable) {
@@ -245,7 +280,7 @@ struct RosterCopy {
         if got == 0 { throw Unusable(reason: "\(path) is cut short") }
         offset += got
       }
-      if hashed { hasher.update(bufferPointer: UnsafeRawBufferPointer(buffer)) }
+      if hashed && inHeader { self.hashed.append(contentsOf: UnsafeRawBufferPointer(buffer)) }
     }
 
     mutating func array<T: FixedWidthInteger>(_ count: Int, of: T.Type, hashed: Bool = true) throws(Unusable) -> [T] {
@@ -294,6 +329,7 @@ struct RosterCopy {
       let style = RosterStyle(
         positions: positions, quoteAll: quoteAll, active: active, disabled: disabled, yes: yes, no: no)
       let counts = try array(3, of: Int64.self).map(Int.init)
+      inHeader = false
       return Header(version: version, style: style, accounts: counts[0], idBytes: counts[1], recordBytes: counts[2])
     }
 

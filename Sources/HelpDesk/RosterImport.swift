@@ -216,8 +216,11 @@ public enum RosterImport {
       let version = try RosterCopy.Version(on: db)
       registry = version.registry
       do throws(RosterCopy.Unusable) {
-        if let stored = try copy.load(version, style: style) {
-          fromCopy = RosterSnapshot(stored: stored, style: style)
+        if let loaded = try copy.load(version, style: style) {
+          let check = RosterCopy.Loaded.Check(loaded)
+          let snapshot = RosterSnapshot(stored: loaded.stored, style: style, alongside: check.run)
+          if let problem = check.problem { throw problem }
+          fromCopy = snapshot
           kept.version = version
         }
       } catch {

@@ -113,8 +113,9 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     self.init(stored: builder.out, style: style)
   }
 
-  /// The roster `stored` holds, written in `style` (a copy kept by the import before, say).
-  init(stored: RosterRecords, style: RosterStyle?) {
+  /// The roster `stored` holds, written in `style` (a copy kept by the import before, say);
+  /// `alongside` runs while the hash tables are built (a copy's digest is checked meanwhile).
+  init(stored: RosterRecords, style: RosterStyle?, alongside: (@Sendable () -> Void)? = nil) {
     self.stored = stored
     self.style = style
     count = stored.count
@@ -123,7 +124,11 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     // server waits for the next statement; the file is read).
     let ids = HashSlots.Box(count: count)
     let known = HashSlots.Box(count: count)
-    DispatchQueue.concurrentPerform(iterations: 2) { table in
+    DispatchQueue.concurrentPerform(iterations: alongside == nil ? 2 : 3) { table in
+      if table == 2 {
+        alongside?()
+        return
+      }
       stored.idBytes.withUnsafeBufferPointer { idBytes in
         stored.records.withUnsafeBufferPointer { records in
           if table == 0 {

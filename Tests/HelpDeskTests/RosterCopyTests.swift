@@ -127,8 +127,11 @@ struct RosterCopyTests {
       let version = try db.transaction { try RosterCopy.Version(on: db) }
       if result.copyKept != nil {
         keptCopies += 1
-        let copy = Self.byID(
-          try #require(try RosterCopy(directory: directory).load(version, style: style), "round \(round)"))
+        let loaded = try #require(try RosterCopy(directory: directory).load(version, style: style), "round \(round)")
+        let check = RosterCopy.Loaded.Check(loaded)
+        check.run()
+        #expect(check.problem == nil, "round \(round)")
+        let copy = Self.byID(loaded.stored)
         let roster = Self.byID(try Self.roster(of: kept, as: batches[0], style: style))
         // Every account, and each with the record reading the registry gives it, or none (an
         // account --disable-missing may have disabled: the next import reads its row in full).
@@ -217,7 +220,7 @@ struct RosterCopyTests {
     let style = RosterStyle(
       positions: [0, 1, 2, 3, 4], quoteAll: false, active: "active", disabled: "disabled", yes: "true", no: "false")
     let copy = RosterCopy(directory: directory)
-    let stored = try #require(try copy.load(version, style: style))
+    let stored = try #require(try copy.load(version, style: style)).stored
 
     // Someone writes a copy in which p7 already has tonight's name: trusted, it would keep the
     // registry from being renamed.
