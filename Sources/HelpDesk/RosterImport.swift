@@ -161,6 +161,8 @@ public enum RosterImport {
   private final class KeptCopy {
     var copy: RosterCopy?
     var pending: RosterCopy.Pending?
+    /// The copy compared with, if any.
+    var loaded: RosterCopy.Loaded?
     /// The roster's version: as the copy compared with was kept, then as the import leaves it.
     var version: RosterCopy.Version?
     /// The copy compared with is still the roster's (the import changed nothing).
@@ -171,7 +173,7 @@ public enum RosterImport {
     func commit(in result: inout RosterImportResult, on db: Connection) {
       guard let copy, let version else { return }
       if unchanged {
-        result.copyKept = copy.path(of: version.registry)
+        result.copyKept = loaded?.path
         return
       }
       guard let pending else { return }
@@ -222,6 +224,7 @@ public enum RosterImport {
           if let problem = check.problem { throw problem }
           fromCopy = snapshot
           kept.version = version
+          kept.loaded = loaded
         }
       } catch {
         copyProblem = error.reason + "; the roster was read from the registry"
@@ -303,7 +306,7 @@ public enum RosterImport {
     let rows: [Row]
     if let copy, let style, let registry, !options.dryRun {
       kept.copy = copy
-      if comparedWithCopy && roster.sentCount == 0 && (absentCount == 0 || !options.disableMissing) {
+      if comparedWithCopy && roster.sentChanges == 0 && (absentCount == 0 || !options.disableMissing) {
         // Nothing to change: the copy compared with stays the roster's.
         kept.unchanged = true
         rows = try db.query(apply)
@@ -313,7 +316,8 @@ public enum RosterImport {
         try db.sendWithoutWaiting(apply)
         do throws(RosterCopy.Unusable) {
           kept.pending = try copy.prepare(
-            roster.successor(disableMissing: options.disableMissing), style: style, registry: registry)
+            roster.successor(disableMissing: options.disableMissing), style: style, registry: registry,
+            after: kept.loaded)
         } catch {
           copyProblem = error.reason + "; the next import reads the roster from the registry"
         }

@@ -234,7 +234,8 @@ struct RosterCopyTests {
       edited.records += Array(record.utf8)
       edited.recordEnds.append(edited.records.count)
     }
-    _ = try copy.save(edited, style: style, registry: version.registry, version: version.version)
+    let saved = try copy.save(edited, style: style, registry: version.registry, version: version.version)
+    if saved.path != path { #expect(rename(saved.path, path) == 0) }
     let renamed = try registry.importing(Self.feed(renaming: [7])) { $0.copyDirectory = directory }
     #expect(!renamed.comparedWithCopy)
     #expect(renamed.changed == 1)
@@ -242,19 +243,26 @@ struct RosterCopyTests {
     let name = try registry.admin.queryFirst("SELECT display_name FROM hms2fa.accounts WHERE account_id = 'p7'")?
       .decode("display_name", as: String.self)
     #expect(name == "Renamed 7")
-    #expect(renamed.copyKept == path)
+    let current = try #require(renamed.copyKept)
+    #expect(current.hasPrefix(directory + "/roster-"))
 
     // Writable by others: not used.
-    chmod(path, 0o666)
+    chmod(current, 0o666)
     let shared = try registry.importing(Self.feed(renaming: [7])) { $0.copyDirectory = directory }
     #expect(!shared.comparedWithCopy)
     #expect(shared.copyProblem?.contains("mode 0600") == true, "\(shared.copyProblem ?? "")")
-    // The import replaced it with its own.
-    #expect(try registry.importing(Self.feed(renaming: [7])) { $0.copyDirectory = directory }.comparedWithCopy)
+    // The import kept one of its own.
+    let own = try registry.importing(Self.feed(renaming: [7])) { $0.copyDirectory = directory }
+    #expect(own.comparedWithCopy)
+    let last = try #require(own.copyKept)
+    // Nothing changed: the copy compared with is kept as it is, not written again.
+    #expect(last == shared.copyKept)
+    let mode = try #require(try FileManager.default.attributesOfItem(atPath: last)[.posixPermissions] as? Int)
+    #expect(mode == 0o600)
 
     // Cut short: the registry again, and a copy of the whole roster after.
-    let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
-    truncate(path, off_t(size / 2))
+    let size = try #require(try FileManager.default.attributesOfItem(atPath: last)[.size] as? Int)
+    truncate(last, off_t(size / 2))
     let cut = try registry.importing(Self.feed()) { $0.copyDirectory = directory }
     #expect(!cut.comparedWithCopy)
     #expect(cut.changed == 1)
