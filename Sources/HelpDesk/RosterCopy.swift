@@ -174,6 +174,7 @@ struct RosterCopy {
         version: "", style: style, accounts: source.count, idBytes: source.idByteCount,
         recordBytes: source.recordByteCount))
     for part in RosterRecords.Part.allCases { source.forEachSlice(of: part) { writer.write($0) } }
+    writer.flush()
     if let failed = writer.failure {
       close(fd)
       unlink(path)
@@ -239,9 +240,41 @@ struct RosterCopy {
     let fd: Int32
     var hasher = SHA256()
     var failure: String?
+    /// Slices are gathered here and written a megabyte at a time: a copy written in the feed's
+    /// order may be a million slices of one record each.
+    private var buffer: [UInt8] = []
 
+    init(fd: Int32) {
+      self.fd = fd
+      buffer.reserveCapacity(Self.bufferSize)
+    }
+
+    private static let bufferSize = 1 << 20
+
+    /// Writes `bytes`, hashed unless `hashed` is false.
     mutating func write(_ bytes: UnsafeRawBufferPointer, hashed: Bool = true) {
-      if hashed { hasher.update(bufferPointer: bytes) }
+      if !hashed || buffer.count + bytes.count > Self.bufferSize { flush() }
+      if !hashed {
+        writeAll(bytes)
+      } else if bytes.count >= Self.bufferSize {
+        hasher.update(bufferPointer: bytes)
+        writeAll(bytes)
+      } else {
+        buffer.append(contentsOf: bytes)
+      }
+    }
+
+    /// Hashes and writes what is gathered; `failure` says if anything couldn't be written.
+    mutating func flush() {
+      let gathered = buffer
+      gathered.withUnsafeBytes { bytes in
+        hasher.update(bufferPointer: bytes)
+        writeAll(bytes)
+      }
+      buffer.removeAll(keepingCapacity: true)
+    }
+
+    private mutating func writeAll(_ bytes: UnsafeRawBufferPointer) {
       guard let base = bytes.baseAddress else { return }
       var offset = 0
       while failure == nil, offset < bytes.count {

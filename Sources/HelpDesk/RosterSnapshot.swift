@@ -301,6 +301,8 @@ final class RosterSnapshot: RosterFeed.Recogniser {
   /// registry holds them once imported; `sentAccounts[i]` is the account row `i` is (-1: new).
   private var sent: Builder
   private var sentAccounts: [Int] = []
+  /// The line each row sent is on.
+  private var sentLines: [Int] = []
 
   /// Notes a row of the feed sent to the registry, for `successor`.
   func noteSent(_ entry: RosterEntry) {
@@ -308,6 +310,7 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     sent.add(entry)
     let account = account(id: entry.accountID.value) ?? -1
     sentAccounts.append(account)
+    sentLines.append(entry.line)
     // A row written differently (the first row is always read in full) may set the account as
     // it is: its record is then the one the roster holds.
     if account < 0 { return }
@@ -323,30 +326,53 @@ final class RosterSnapshot: RosterFeed.Recogniser {
   /// feed's form can say).
   private(set) var sentChanges = 0
 
-  /// The roster as the registry holds it once the feed is imported: each account as the feed
-  /// listed it (recognised unchanged, or as `noteSent` was told), the accounts it doesn't list as
-  /// they were, and the new ones after them, in the feed's order. An account
-  /// `--disable-missing` may disable gets no record: the next import reads its row in full.
+  /// The roster as the registry holds it once the feed is imported, in the feed's order: each
+  /// account the feed listed as it listed it (recognised unchanged, or as `noteSent` was told),
+  /// new accounts among them, then the accounts it doesn't list, as they were. Whatever order the
+  /// registry holds accounts in, the next export (in the same order as this one, as exports are)
+  /// then finds each account where it looks first: the one after the last. An account
+  /// `--disable-missing` may have disabled gets no record: the next import reads its row in full.
   func successor(disableMissing: Bool) -> RosterSuccessor {
-    var replaced = [Int](repeating: -1, count: count)
-    for (row, account) in sentAccounts.enumerated() where account >= 0 { replaced[account] = row }
+    // Each line that starts a record: the account recognised there (>= 0), or the row sent from
+    // it (-2 - row); -1 for none.
+    var lastLine = sentLines.max() ?? 0
+    for account in 0..<count where lines[account] > lastLine { lastLine = lines[account] }
+    var byLine = [Int](repeating: -1, count: lastLine + 1)
+    for account in 0..<count where lines[account] != 0 { byLine[lines[account]] = account }
+    for (row, line) in sentLines.enumerated() { byLine[line] = -2 - row }
     var pieces: [RosterSuccessor.Piece] = []
-    var run = 0
-    func endRun(at account: Int) {
-      if run < account { pieces.append(.read(run..<account, records: true)) }
-      run = account + 1
+    var run = 0..<0
+    func endRun() {
+      if !run.isEmpty { pieces.append(.read(run, records: true)) }
+      run = 0..<0
     }
-    for account in 0..<count {
-      if replaced[account] >= 0 {
-        endRun(at: account)
-        pieces.append(.sent(replaced[account]))
-      } else if disableMissing && lines[account] == 0 {
-        endRun(at: account)
-        pieces.append(.read(account..<account + 1, records: false))
+    for entry in byLine where entry != -1 {
+      if entry >= 0 {
+        if !run.isEmpty && run.upperBound == entry {
+          run = run.lowerBound..<entry + 1
+        } else {
+          endRun()
+          run = entry..<entry + 1
+        }
+      } else {
+        endRun()
+        pieces.append(.sent(-2 - entry))
       }
     }
-    endRun(at: count)
-    for (row, account) in sentAccounts.enumerated() where account < 0 { pieces.append(.sent(row)) }
+    endRun()
+    for account in 0..<count where lines[account] == 0 {
+      if !disableMissing && !run.isEmpty && run.upperBound == account {
+        run = run.lowerBound..<account + 1
+      } else {
+        endRun()
+        if disableMissing {
+          pieces.append(.read(account..<account + 1, records: false))
+        } else {
+          run = account..<account + 1
+        }
+      }
+    }
+    endRun()
     return RosterSuccessor(read: stored, sent: sent.out, pieces: pieces)
   }
 

@@ -270,6 +270,35 @@ struct RosterCopyTests {
     #expect(try registry.importing(Self.feed()) { $0.copyDirectory = directory }.comparedWithCopy)
   }
 
+  @Test("the copy is in the feed's order, whatever the registry's: the next export in that order is met in order")
+  func copyInFeedOrder() throws {
+    let registry = try Self.registry()  // p1 … p50, inserted in that order
+    var random = SplitMix(seed: 11)
+    var rows = Self.feed(renaming: [3])
+    rows.shuffle(using: &random)
+    rows.append("q1,New Person,q1@hms.harvard.edu,active,false")
+    rows.swapAt(10, rows.count - 1)  // a new account among the others
+    let directory = Self.directory()
+    let result = try registry.importing(Array(rows.dropLast(5))) {
+      $0.copyDirectory = directory
+      $0.disableMissing = true
+      $0.maxDisableFraction = 1
+    }
+    #expect(result.disabled == 5)
+    #expect(result.added == 1)
+    let db = try registry.database.connect(as: registry.batch)
+    let version = try db.transaction { try RosterCopy.Version(on: db) }
+    let style = RosterStyle(
+      positions: [0, 1, 2, 3, 4], quoteAll: false, active: "active", disabled: "disabled", yes: "true", no: "false")
+    let stored = try #require(try RosterCopy(directory: directory).load(version, style: style)).stored
+    let ids = (0..<stored.count).map { String(decoding: stored.idBytes[stored.idRange($0)], as: UTF8.self) }
+    // The feed's accounts in its order, then the ones it left out (disabled: no record).
+    let listed = rows.dropLast(5).map { String($0.prefix { $0 != "," }) }
+    #expect(Array(ids.prefix(listed.count)) == listed)
+    #expect(Set(ids.dropFirst(listed.count)) == Set(rows.suffix(5).map { String($0.prefix { $0 != "," }) }))
+    #expect(ids.dropFirst(listed.count).indices.allSatisfy { stored.recordRange($0).isEmpty })
+  }
+
   @Test("a copy that can't be kept is said, and the import stands")
   func cannotKeep() throws {
     let registry = try Self.registry()

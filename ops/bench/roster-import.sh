@@ -5,9 +5,12 @@
 #
 # Usage: ops/bench/roster-import.sh [ROWS] [RUNS]     (default 1000000 rows, 5 runs)
 #
-# Six timings per run, in this order:
+# Eight timings per run, in this order. Every import but the last keeps its copy of the roster
+# in a directory of the scratch folder (--roster-copy), as a nightly job does, and each compares
+# its feed with the copy the one before it kept:
 #   copy     psql \copy FILE into a new plain table (CSV, HEADER)
-#   initial  accounts import into an empty registry (every row an INSERT)
+#   initial  accounts import into an empty registry (every row an INSERT); no copy to compare
+#            with (the registry was just emptied), and it writes the first
 #   nightly  accounts import --disable-missing of a second export of the same people, into the
 #            registry the initial import filled (1% of rows changed: the nightly case)
 #   same     the second export again: nothing changes (what reading and comparing costs alone)
@@ -16,6 +19,11 @@
 #   shuffled the second export with its rows shuffled, after a VACUUM: a nightly import whose
 #            feed is in another order than the registry holds the accounts (as after months of
 #            nights, when the changed accounts have moved about the table)
+#   reshuffled the first export shuffled the same way, after a VACUUM: the next night of an
+#            export in another order than the registry's (the 1% changed back)
+#   unkept   the first export again, after a VACUUM, without --roster-copy: the 1% changed back,
+#            compared with the roster read from the registry (a night after the copy was lost,
+#            or after someone changed an account)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ops/lib.sh
@@ -61,7 +69,11 @@ gen() {
 }
 gen 1 >"$scratch/export1.csv"
 gen 2 >"$scratch/export2.csv"
-{ head -n 1 "$scratch/export2.csv"; tail -n +2 "$scratch/export2.csv" | shuf --random-source=<(yes); } >"$scratch/shuffled2.csv"
+# Both exports shuffled the same way (the same source of randomness, the same number of rows).
+for n in 1 2; do
+  { head -n 1 "$scratch/export$n.csv"; tail -n +2 "$scratch/export$n.csv" | shuf --random-source=<(yes); } \
+    >"$scratch/shuffled$n.csv"
+done
 chmod 644 "$scratch"/*.csv
 say "$(du -h "$scratch/export1.csv" | cut -f1) per file"
 
@@ -83,6 +95,7 @@ timed() {
   elapsed "$t0" "$t1"
 }
 import() { "$admin" accounts import "$@" --database "$as_batch"; }
+kept() { import "$@" --roster-copy "$scratch/copy"; }
 
 copy_times=()
 initial_times=()
@@ -90,28 +103,37 @@ nightly_times=()
 same_times=()
 next_times=()
 shuffled_times=()
+reshuffled_times=()
+unkept_times=()
 for run in $(seq 1 "$runs"); do
   sql bench "DROP TABLE IF EXISTS plain_feed; CREATE TABLE plain_feed (account_id text, display_name text, email text, status text, high_risk boolean)"
   copy_times+=("$(timed "$psql_bin" -h "$sock" -U postgres -d bench -X -q -v ON_ERROR_STOP=1 \
     -c "\\copy plain_feed FROM '$scratch/export1.csv' WITH (FORMAT csv, HEADER true)")")
 
   sql bench "TRUNCATE hms2fa.accounts CASCADE"
-  initial_times+=("$(timed import "$scratch/export1.csv")")
+  rm -rf "$scratch/copy"
+  initial_times+=("$(timed kept "$scratch/export1.csv")")
 
   sql bench "VACUUM ANALYZE hms2fa.accounts"
-  nightly_times+=("$(timed import "$scratch/export2.csv" --disable-missing)")
+  nightly_times+=("$(timed kept "$scratch/export2.csv" --disable-missing)")
 
-  same_times+=("$(timed import "$scratch/export2.csv" --disable-missing)")
-
-  sql bench "VACUUM ANALYZE hms2fa.accounts"
-  next_times+=("$(timed import "$scratch/export1.csv" --disable-missing)")
+  same_times+=("$(timed kept "$scratch/export2.csv" --disable-missing)")
 
   sql bench "VACUUM ANALYZE hms2fa.accounts"
-  shuffled_times+=("$(timed import "$scratch/shuffled2.csv" --disable-missing)")
+  next_times+=("$(timed kept "$scratch/export1.csv" --disable-missing)")
 
-  printf 'run %d: psql \\copy %ss, initial import %ss, nightly import %ss, nothing changed %ss, next night %ss, shuffled %ss\n' \
+  sql bench "VACUUM ANALYZE hms2fa.accounts"
+  shuffled_times+=("$(timed kept "$scratch/shuffled2.csv" --disable-missing)")
+
+  sql bench "VACUUM ANALYZE hms2fa.accounts"
+  reshuffled_times+=("$(timed kept "$scratch/shuffled1.csv" --disable-missing)")
+
+  sql bench "VACUUM ANALYZE hms2fa.accounts"
+  unkept_times+=("$(timed import "$scratch/export1.csv" --disable-missing)")
+
+  printf 'run %d: psql \\copy %ss, initial import %ss, nightly import %ss, nothing changed %ss, next night %ss, shuffled %ss, shuffled next night %ss, without a copy %ss\n' \
     "$run" "${copy_times[-1]}" "${initial_times[-1]}" "${nightly_times[-1]}" "${same_times[-1]}" "${next_times[-1]}" \
-    "${shuffled_times[-1]}"
+    "${shuffled_times[-1]}" "${reshuffled_times[-1]}" "${unkept_times[-1]}"
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -121,13 +143,17 @@ nightly=$(median "${nightly_times[@]}")
 same=$(median "${same_times[@]}")
 next=$(median "${next_times[@]}")
 shuffled=$(median "${shuffled_times[@]}")
+reshuffled=$(median "${reshuffled_times[@]}")
+unkept=$(median "${unkept_times[@]}")
 echo
 echo "rows: $rows, runs: $runs, $(nproc) cores, $(date -u +%Y-%m-%d), PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }')"
-awk -v c="$copy" -v i="$initial" -v n="$nightly" -v s="$same" -v x="$next" -v r="$shuffled" 'BEGIN {
+awk -v c="$copy" -v i="$initial" -v n="$nightly" -v s="$same" -v x="$next" -v r="$shuffled" -v q="$reshuffled" -v u="$unkept" 'BEGIN {
   printf "median psql \\copy into a plain table   %6.2fs\n", c
   printf "median initial import (all inserts)     %6.2fs  %.2fx\n", i, i / c
   printf "median nightly import (1%% changed)      %6.2fs  %.2fx\n", n, n / c
   printf "median import, nothing changed          %6.2fs  %.2fx\n", s, s / c
   printf "median next night (1%% changed back)     %6.2fs  %.2fx\n", x, x / c
   printf "median nightly, feed in another order   %6.2fs  %.2fx\n", r, r / c
+  printf "median next night in that other order   %6.2fs  %.2fx\n", q, q / c
+  printf "median next night, no copy kept         %6.2fs  %.2fx\n", u, u / c
 }'
