@@ -121,6 +121,14 @@ struct RosterCopy {
       guard info.st_uid == geteuid(), info.st_mode & 0o022 == 0 else {
         throw Unusable(reason: "\(path) is not this user's alone (owner and mode 0600 expected)")
       }
+      // The counts must add up to the file's size before anything that large is allocated.
+      let size = Int(info.st_size) - reader.consumed
+      let (accounts, idBytes, recordBytes) = (header.accounts, header.idBytes, header.recordBytes)
+      guard accounts >= 0, idBytes >= 0, recordBytes >= 0, accounts <= size / 16, idBytes <= size,
+        recordBytes <= size, 16 * accounts + idBytes + recordBytes == size
+      else {
+        throw Unusable(reason: "\(path) is not as long as its header says (cut short?)")
+      }
       var stored = RosterRecords()
       stored.idEnds = try reader.integers(header.accounts)
       stored.recordEnds = try reader.integers(header.accounts)
@@ -314,6 +322,8 @@ struct RosterCopy {
     let path: String
     /// The header's bytes that the digest covers, as read.
     var hashed: [UInt8] = []
+    /// Bytes read so far.
+    var consumed = 0
     /// Past the header: the arrays are hashed later, by `Loaded.Check`.
     var inHeader = true
 
@@ -330,6 +340,7 @@ struct RosterCopy {
         if got == 0 { throw Unusable(reason: "\(path) is cut short") }
         offset += got
       }
+      consumed += buffer.count
       if hashed && inHeader { self.hashed.append(contentsOf: UnsafeRawBufferPointer(buffer)) }
     }
 
