@@ -87,36 +87,10 @@ struct RosterCopyTests {
       options.disableMissing = feed.disableMissing
       options.maxDisableFraction = 1
       options.copyDirectory = directory
-      let viaTool: Result<[Int], DeskError>
-      var result: RosterImportResult?
       let db = try kept.connect(as: batches[0])
-      do throws(DeskError) {
-        let reader = try RosterFeed(path: path, blockSize: [1 << 20, 64, 256][round % 3])
-        let imported = try RosterImport.run(reader, options: options, on: db)
-        result = imported
-        viaTool = .success([imported.rows, imported.added, imported.changed, imported.disabled, imported.unchanged])
-      } catch {
-        viaTool = .failure(error)
-      }
-      let reference: Result<[Int], DeskError>
-      let referenceDB = try inFull.connect(as: batches[1])
-      do throws(DeskError) {
-        reference = .success(
-          try RosterDeltaTests.importInFull(path, disableMissing: feed.disableMissing, on: referenceDB))
-      } catch {
-        reference = .failure(error)
-      }
-      switch (viaTool, reference) {
-      case (.success(let counts), .success(let expected)):
-        #expect(counts == expected, "round \(round):\n\(feed.text)")
-      case (.failure(let error), .failure(let expected)):
-        #expect(error.message == expected.message, "round \(round):\n\(feed.text)")
-      default:
-        Issue.record("round \(round): with a copy \(viaTool), in full \(reference):\n\(feed.text)")
-      }
-      #expect(
-        try RosterDeltaTests.accounts(admins[0]) == RosterDeltaTests.accounts(admins[1]),
-        "round \(round):\n\(feed.text)")
+      let result = try RosterDeltaTests.importBothWays(
+        path, options: options, round: round, text: feed.text, on: db,
+        andInFullOn: try inFull.connect(as: batches[1]), admins: admins)
       guard let result else { continue }
       #expect(result.copyProblem == nil, "round \(round)")
       if result.comparedWithCopy { comparedWithCopy += 1 }

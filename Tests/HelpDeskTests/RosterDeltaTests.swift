@@ -47,34 +47,10 @@ struct RosterDeltaTests {
       var options = RosterImportOptions()
       options.disableMissing = feed.disableMissing
       options.maxDisableFraction = 1
-      let viaTool: Result<[Int], DeskError>
-      let db = try byDifference.connect(as: batches[0])
-      do throws(DeskError) {
-        // Two rounds in three in blocks of a record or a few, so that runs of records to parse and
-        // records recognised meet block ends, and blocks of a feed out of the registry's order
-        // are looked up together.
-        let reader = try RosterFeed(path: path, blockSize: [1 << 20, 64, 256][round % 3])
-        let result = try RosterImport.run(reader, options: options, on: db)
-        viaTool = .success([result.rows, result.added, result.changed, result.disabled, result.unchanged])
-      } catch {
-        viaTool = .failure(error)
-      }
-      let reference: Result<[Int], DeskError>
-      let referenceDB = try inFull.connect(as: batches[1])
-      do throws(DeskError) {
-        reference = .success(try Self.importInFull(path, disableMissing: feed.disableMissing, on: referenceDB))
-      } catch {
-        reference = .failure(error)
-      }
-      switch (viaTool, reference) {
-      case (.success(let counts), .success(let expected)):
-        #expect(counts == expected, "round \(round):\n\(feed.text)")
-      case (.failure(let error), .failure(let expected)):
-        #expect(error.message == expected.message, "round \(round):\n\(feed.text)")
-      default:
-        Issue.record("round \(round): by difference \(viaTool), in full \(reference):\n\(feed.text)")
-      }
-      #expect(try Self.accounts(admins[0]) == Self.accounts(admins[1]), "round \(round):\n\(feed.text)")
+      try Self.importBothWays(
+        path, options: options, round: round, text: feed.text,
+        on: try byDifference.connect(as: batches[0]), andInFullOn: try inFull.connect(as: batches[1]),
+        admins: admins)
       recognisedSome = recognisedSome || feed.unchangedInForm > 0
     }
     #expect(recognisedSome)
@@ -392,6 +368,45 @@ struct RosterDeltaTests {
   }
 
   // MARK: Helpers
+
+  /// Imports `path` with the tool (`options`) on one of twin registries and in full
+  /// (`importInFull`) on the other, and expects the same counts or the same refusal, and the same
+  /// accounts after (`admins` are the twins' admin connections). Returns what the tool did.
+  @discardableResult
+  static func importBothWays(
+    _ path: String, options: RosterImportOptions, round: Int, text: String,
+    on db: Connection, andInFullOn referenceDB: Connection, admins: [Connection]
+  ) throws -> RosterImportResult? {
+    var imported: RosterImportResult?
+    let viaTool: Result<[Int], DeskError>
+    do throws(DeskError) {
+      // Two rounds in three in blocks of a record or a few, so that runs of records to parse and
+      // records recognised meet block ends, and blocks of a feed out of the registry's order
+      // are looked up together.
+      let reader = try RosterFeed(path: path, blockSize: [1 << 20, 64, 256][round % 3])
+      let result = try RosterImport.run(reader, options: options, on: db)
+      imported = result
+      viaTool = .success([result.rows, result.added, result.changed, result.disabled, result.unchanged])
+    } catch {
+      viaTool = .failure(error)
+    }
+    let reference: Result<[Int], DeskError>
+    do throws(DeskError) {
+      reference = .success(try importInFull(path, disableMissing: options.disableMissing, on: referenceDB))
+    } catch {
+      reference = .failure(error)
+    }
+    switch (viaTool, reference) {
+    case (.success(let counts), .success(let expected)):
+      #expect(counts == expected, "round \(round):\n\(text)")
+    case (.failure(let error), .failure(let expected)):
+      #expect(error.message == expected.message, "round \(round):\n\(text)")
+    default:
+      Issue.record("round \(round): by difference \(viaTool), in full \(reference):\n\(text)")
+    }
+    #expect(try accounts(admins[0]) == accounts(admins[1]), "round \(round):\n\(text)")
+    return imported
+  }
 
   /// The import as apply_roster takes it: every row of the feed, read and checked, then compared
   /// in the database. Returns rows, added, changed, disabled, unchanged.
