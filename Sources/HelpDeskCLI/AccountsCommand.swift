@@ -29,8 +29,9 @@ struct AccountsCommand: ParsableCommand {
         export must not lock out the school. --force overrides that limit and needs --ticket.
 
         With --roster-copy DIR (or HMS2FA_ROSTER_COPY), the import keeps a copy of the roster as \
-        it leaves it in DIR (roster-REGISTRY.copy, mode 0600: account ids, names and emails, as \
-        the feed holds them), and the next import compares its feed with that copy instead of \
+        it leaves it in DIR (roster-REGISTRY-a.copy and -b.copy in turn, mode 0600: account ids, \
+        names and emails, as the feed holds them), and the next import compares its feed with that \
+        copy instead of \
         reading every account from the database. The copy is used only while the database says \
         the roster is unchanged since and its SHA-256 is the one the import noted; otherwise the \
         roster is read from the registry, as without a copy. A copy that can't be used or kept \
