@@ -180,8 +180,8 @@ public enum RosterImport {
       self.pending = nil
       do {
         try copy.commit(pending, version: version.version)
-        let note: Query =
-          "SELECT hms2fa_api.note_roster_copy(\(version.version)::uuid, decode(\(pending.digest), 'hex')) AS noted"
+        let (at, digest) = (version.version, pending.digest)
+        let note: Query = "SELECT hms2fa_api.note_roster_copy(\(at)::uuid, decode(\(digest), 'hex')) AS noted"
         let noted = try db.queryFirst(note)
         // Not noted: someone changed the roster since this import committed; the copy is out of
         // date already, and the next import reads the registry.
