@@ -50,6 +50,9 @@ CREATE TRIGGER roster_version
   BEFORE INSERT OR DELETE OR TRUNCATE OR UPDATE OF account_id, display_name, email, status, high_risk
   ON hms2fa.accounts
   FOR EACH STATEMENT EXECUTE FUNCTION hms2fa.roster_changed();
+-- Also for changes that arrive by logical replication (session_replication_role = replica),
+-- which skips ordinary triggers: only an owner who disables it can get past it.
+ALTER TABLE hms2fa.accounts ENABLE ALWAYS TRIGGER roster_version;
 
 -- The registry's id, its roster's version and the digest of the copy made at that version (NULL
 -- when none was noted), as this transaction sees them.
