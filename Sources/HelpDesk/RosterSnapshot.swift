@@ -313,8 +313,7 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     sentLines.append(entry.line)
     // A row written differently (the first row is always read in full) may set the account as
     // it is: its record is then the one the roster holds.
-    if account < 0 { return }
-    let record = recordRange(account)
+    let record = account < 0 ? 0..<0 : recordRange(account)
     if record.isEmpty || sent.out.records.count - start != record.count
       || !sent.out.records[start...].elementsEqual(stored.records[record])
     {

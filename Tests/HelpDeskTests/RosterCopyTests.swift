@@ -153,6 +153,13 @@ struct RosterCopyTests {
     let mode = try #require(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
     #expect(mode == 0o600)
     #expect(try importing(Self.feed()).comparedWithCopy)
+    // A new account, all else as it was: a copy with it in is kept, and compared with next.
+    let hire = Self.feed() + ["q9,New Person,q9@hms.harvard.edu,active,false"]
+    let added = try importing(hire)
+    #expect(added.comparedWithCopy && added.added == 1)
+    #expect(added.copyKept != nil && added.copyKept != path)
+    let again = try importing(hire)
+    #expect(again.comparedWithCopy && again.unchanged == 51)
 
     // A column the feed doesn't set: the copy still holds.
     try registry.admin.execute("UPDATE hms2fa.accounts SET login_action = 'push' WHERE account_id = 'p3'")
