@@ -406,93 +406,31 @@ public enum ExpiryMetrics {
   /// The file's text after a run that ended with `exitStatus`; the last success carries over
   /// from `previous` (the file as it was) when this run failed.
   public static func text(for run: ExpiryRun, exitStatus: Int32, finishedAt: Date, previous: String?) -> String {
-    let now = finishedAt.timeIntervalSince1970
-    let lastSuccess = exitStatus == 0 ? now : previousValue("last_success_timestamp_seconds", in: previous) ?? 0
-    let metrics: [(String, String, Double)] = [
-      ("last_run_timestamp_seconds", "When the last run ended (Unix time).", now),
-      ("last_success_timestamp_seconds", "When the last run that exited 0 ended (Unix time; 0: never).", lastSuccess),
-      (
-        "exit_status",
-        "The last run's exit status (0 ok, 65 refused by the guard, 69 database lost, 75 busy or stopped by a signal).",
-        Double(exitStatus)
-      ),
-      ("complete", "1 when the last run deleted every row that had expired when it started.", run.complete ? 1 : 0),
-      ("deleted_rows", "Rows the last run deleted.", Double(run.deleted)),
-      ("batches", "Transactions the last run committed.", Double(run.batches)),
-      ("duration_seconds", "How long the last run took.", (run.durationSeconds * 1000).rounded() / 1000),
-      (
-        "longest_batch_seconds", "The last run's longest batch transaction, as the server timed it.",
-        (run.longestBatchSeconds * 1_000_000).rounded() / 1_000_000
-      ),
-      ("expired_rows_at_start", "Expired rows the last run found.", Double(run.expiredAtStart)),
-      ("rows_at_start", "All remembered-browser rows when the last run started.", Double(run.rowsAtStart)),
-    ]
-    var text = ""
-    for (name, help, value) in metrics {
-      text += "# HELP \(prefix)\(name) \(help)\n# TYPE \(prefix)\(name) gauge\n\(prefix)\(name) \(number(value))\n"
-    }
-    return text
+    JobMetrics.text(
+      prefix: prefix, exitStatus: exitStatus, finishedAt: finishedAt, previous: previous,
+      exitStatuses: "0 ok, 65 refused by the guard, 69 database lost, 75 busy or stopped by a signal",
+      figures: [
+        ("complete", "1 when the last run deleted every row that had expired when it started.", run.complete ? 1 : 0),
+        ("deleted_rows", "Rows the last run deleted.", Double(run.deleted)),
+        ("batches", "Transactions the last run committed.", Double(run.batches)),
+        ("duration_seconds", "How long the last run took.", (run.durationSeconds * 1000).rounded() / 1000),
+        (
+          "longest_batch_seconds", "The last run's longest batch transaction, as the server timed it.",
+          (run.longestBatchSeconds * 1_000_000).rounded() / 1_000_000
+        ),
+        ("expired_rows_at_start", "Expired rows the last run found.", Double(run.expiredAtStart)),
+        ("rows_at_start", "All remembered-browser rows when the last run started.", Double(run.rowsAtStart)),
+      ])
   }
 
-  static func number(_ value: Double) -> String {
-    value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
-  }
-
-  static func previousValue(_ name: String, in text: String?) -> Double? {
-    guard let text else { return nil }
-    for line in text.split(separator: "\n") where line.hasPrefix(prefix + name + " ") {
-      return Double(String(line.dropFirst(prefix.count + name.count + 1)).trimmingASCIISpaces())
-    }
-    return nil
-  }
-
-  /// Writes the metrics for a run to `path` atomically: a temporary file in the same folder,
-  /// flushed to disk, then renamed over the old one, so the collector never reads half a file.
+  /// Writes the metrics for a run to `path` atomically (`JobMetrics.write`).
   ///
   /// - Throws: a configuration `DeskError` naming the file when it can't be written.
   public static func write(
     _ run: ExpiryRun, exitStatus: Int32, to path: String, finishedAt: Date = Date()
   ) throws(DeskError) {
-    let previous = (try? Data(contentsOf: URL(fileURLWithPath: path))).map { String(decoding: $0, as: UTF8.self) }
-    let text = text(for: run, exitStatus: exitStatus, finishedAt: finishedAt, previous: previous)
-    func failure(_ doing: String) -> DeskError {
-      let reason = String(cString: strerror(errno))
-      return DeskError(.configuration, "cannot \(doing) the metrics file \(quoted(path, limit: 200)): \(reason)")
+    try JobMetrics.write(to: path) { previous in
+      text(for: run, exitStatus: exitStatus, finishedAt: finishedAt, previous: previous)
     }
-    // A new file of an unguessable name (mkstemp: O_EXCL, never through a symlink planted in a
-    // shared folder), readable by the collector once complete.
-    var template = Array("\(path).XXXXXX".utf8CString)
-    let fd = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.map { mkstemp($0) } ?? -1 }
-    guard fd >= 0 else { throw failure("write") }
-    let temporary = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-    let ok = fchmod(fd, 0o644) == 0 && writeAll(fd, Array(text.utf8)) && fsync(fd) == 0
-    let error = ok ? nil : failure("write")
-    close(fd)
-    if let error {
-      unlink(temporary)
-      throw error
-    }
-    guard rename(temporary, path) == 0 else {
-      let error = failure("replace")
-      unlink(temporary)
-      throw error
-    }
-  }
-}
-
-/// Writes every byte to `fd`, retrying short writes and interruptions.
-private func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-  bytes.withUnsafeBytes { raw -> Bool in
-    var offset = 0
-    while offset < raw.count {
-      let written = write(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset)
-      if written < 0 {
-        if errno == EINTR { continue }
-        return false
-      }
-      offset += written
-    }
-    return true
   }
 }

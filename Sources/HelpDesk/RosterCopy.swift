@@ -283,17 +283,8 @@ struct RosterCopy {
     }
 
     private mutating func writeAll(_ bytes: UnsafeRawBufferPointer) {
-      guard let base = bytes.baseAddress else { return }
-      var offset = 0
-      while failure == nil, offset < bytes.count {
-        let written = systemWrite(fd, base + offset, bytes.count - offset)
-        if written < 0 {
-          if errno == EINTR { continue }
-          failure = String(cString: strerror(errno))
-        } else {
-          offset += written
-        }
-      }
+      guard failure == nil else { return }
+      if !HelpDesk.writeAll(fd, bytes) { failure = String(cString: strerror(errno)) }
     }
 
     mutating func header(_ header: Header) {
@@ -403,11 +394,6 @@ struct RosterCopy {
       return got == 0
     }
   }
-}
-
-/// write(2), which `Writer.write` hides.
-private func systemWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
-  write(fd, bytes, count)
 }
 
 private func hex(_ digest: SHA256.Digest) -> String {
