@@ -98,3 +98,49 @@ func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
   }
   return true
 }
+
+/// The roster import's figures, for node_exporter's textfile collector: a night without an
+/// import leaves leavers enabled, so alert on the last success's age.
+public enum RosterImportMetrics {
+  static let prefix = "hms2fa_roster_import_"
+
+  /// The file's text after an import that ended with `exitStatus` (its `result` when it ran to
+  /// the end), `durationSeconds` after it started.
+  public static func text(
+    for result: RosterImportResult?, exitStatus: Int32, durationSeconds: Double, finishedAt: Date, previous: String?
+  ) -> String {
+    JobMetrics.text(
+      prefix: prefix, exitStatus: exitStatus, finishedAt: finishedAt, previous: previous,
+      exitStatuses: "0 ok, 64 no feed or bad options, 65 feed refused, 69 database lost, 75 another import or busy",
+      figures: [
+        ("rows", "Rows in the last run's feed (0 when it failed).", Double(result?.rows ?? 0)),
+        ("added_accounts", "Accounts the last run added.", Double(result?.added ?? 0)),
+        ("changed_accounts", "Accounts the last run changed.", Double(result?.changed ?? 0)),
+        (
+          "disabled_accounts", "Accounts the last run disabled because the feed left them out.",
+          Double(result?.disabled ?? 0)
+        ),
+        ("unchanged_accounts", "Accounts the last run's feed listed as they were.", Double(result?.unchanged ?? 0)),
+        ("tries", "Tries the last run took (others changed accounts under it).", Double(result?.tries ?? 0)),
+        (
+          "compared_with_copy", "1 when the last run compared its feed with the roster copy the run before kept.",
+          result?.comparedWithCopy == true ? 1 : 0
+        ),
+        ("duration_seconds", "How long the last run took.", (durationSeconds * 1000).rounded() / 1000),
+      ])
+  }
+
+  /// Writes the metrics for an import to `path` atomically (`JobMetrics.write`).
+  ///
+  /// - Throws: a configuration `DeskError` naming the file when it can't be written.
+  public static func write(
+    _ result: RosterImportResult?, exitStatus: Int32, durationSeconds: Double, to path: String,
+    finishedAt: Date = Date()
+  ) throws(DeskError) {
+    try JobMetrics.write(to: path) { previous in
+      text(
+        for: result, exitStatus: exitStatus, durationSeconds: durationSeconds, finishedAt: finishedAt,
+        previous: previous)
+    }
+  }
+}

@@ -41,7 +41,8 @@ struct AccountsCommand: ParsableCommand {
           hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing
           hms2fa-admin accounts import accounts.csv --disable-missing --dry-run
           hms2fa-admin accounts import accounts.csv --disable-missing --force --ticket CHG0042
-          hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing --roster-copy /var/lib/hms2fa
+          hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing --roster-copy /var/lib/hms2fa \\
+            --metrics-file /var/lib/prometheus/node-exporter/hms2fa_roster_import.prom
         """
     )
 
@@ -82,9 +83,15 @@ struct AccountsCommand: ParsableCommand {
       completion: .directory)
     var rosterCopy: String?
 
+    @Option(
+      help: ArgumentHelp(
+        "After the import (not a dry run), write its figures here in Prometheus text format.", valueName: "file"))
+    var metricsFile: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+      if let metricsFile, metricsFile.isEmpty { throw ValidationError("--metrics-file can't be empty") }
       if let rosterCopy, rosterCopy.isEmpty || rosterCopy.utf8.contains(0) {
         throw ValidationError("--roster-copy names a directory, e.g. /var/lib/hms2fa")
       }
@@ -116,10 +123,33 @@ struct AccountsCommand: ParsableCommand {
       options.diffLimit = diffLimit
       let fromEnvironment = ProcessInfo.processInfo.environment["HMS2FA_ROSTER_COPY"].flatMap { $0.isEmpty ? nil : $0 }
       options.copyDirectory = rosterCopy ?? fromEnvironment
-      // The file is opened (and its header checked) before connecting.
-      let feed = try RosterFeed(path: file)
-      let db = try global.connect()
-      let result = try RosterImport.run(feed, options: options, on: db)
+      let started = Date()
+      var result: RosterImportResult?
+      var failure: Error?
+      do {
+        // The file is opened (and its header checked) before connecting.
+        let feed = try RosterFeed(path: file)
+        let db = try global.connect()
+        result = try RosterImport.run(feed, options: options, on: db)
+      } catch {
+        failure = error
+      }
+      if let metricsFile, !dryRun {
+        do {
+          try RosterImportMetrics.write(
+            result, exitStatus: failure.map { deskError($0).status.rawValue } ?? 0,
+            durationSeconds: Date().timeIntervalSince(started), to: metricsFile)
+        } catch {
+          // The import's own failure is what the person needs first.
+          if let failure {
+            global.console.note("hms2fa-admin: warning: \(error.message)")
+            throw failure
+          }
+          throw error
+        }
+      }
+      if let failure { throw failure }
+      guard let result else { return }
       if let problem = result.copyProblem { global.console.note("warning: \(problem)") }
       global.console.emit(document(result)) { text(result) }
     }

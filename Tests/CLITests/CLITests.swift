@@ -370,6 +370,57 @@ struct CLITests {
     #expect(try desk.run(["accounts", "import", path, "--roster-copy", ""], as: batch).status == 64)
   }
 
+  @Test("accounts import --metrics-file: the last run's figures; a refused or missing feed keeps the last success")
+  func accountsImportMetrics() throws {
+    let desk = try Desk()
+    let batch = try desk.database.createLogin(.batch)
+    let feed = TestCluster.scratch + "/metrics-feed-" + UUID().uuidString.prefix(8) + ".csv"
+    try "account_id,display_name,email,status,high_risk\nnw1,New Person,nw1@hms.harvard.edu,active,false\n"
+      .write(toFile: feed, atomically: true, encoding: .utf8)
+    let path = TestCluster.scratch + "/roster-metrics-" + UUID().uuidString.prefix(8) + ".prom"
+    let prefix = "hms2fa_roster_import_"
+    func metrics() throws -> [String: String] {
+      var values: [String: String] = [:]
+      for line in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+      where line.hasPrefix(prefix) {
+        let parts = line.dropFirst(prefix.count).split(separator: " ")
+        values[String(parts[0])] = String(parts[1])
+      }
+      return values
+    }
+    let dry = try desk.run(["accounts", "import", feed, "--dry-run", "--metrics-file", path], as: batch)
+    #expect(dry.status == 0, "\(dry.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: path))
+
+    let ok = try desk.run(["accounts", "import", feed, "--metrics-file", path], as: batch)
+    #expect(ok.status == 0, "\(ok.stderr)")
+    let first = try metrics()
+    #expect(first["exit_status"] == "0")
+    #expect(first["rows"] == "1" && first["added_accounts"] == "1" && first["tries"] == "1")
+    #expect(first["compared_with_copy"] == "0")
+    let success = try #require(first["last_success_timestamp_seconds"])
+    #expect(success != "0")
+
+    let bad = TestCluster.scratch + "/metrics-bad-" + UUID().uuidString.prefix(8) + ".csv"
+    try "account_id,display_name,email,status,high_risk\nnw2,X,not-an-email,active,false\n"
+      .write(toFile: bad, atomically: true, encoding: .utf8)
+    let refused = try desk.run(["accounts", "import", bad, "--metrics-file", path], as: batch)
+    #expect(refused.status == 65)
+    #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+    let second = try metrics()
+    #expect(second["exit_status"] == "65")
+    #expect(second["last_success_timestamp_seconds"] == success)
+    #expect(second["rows"] == "0")
+    let missing = try desk.run(["accounts", "import", bad + ".gone", "--metrics-file", path], as: batch)
+    #expect(missing.status == 64)
+    #expect(try metrics()["exit_status"] == "64")
+
+    // A file it can't write: the import is done, and the tool says so with 78.
+    let unwritable = try desk.run(["accounts", "import", feed, "--metrics-file", "/nonexistent-dir/x.prom"], as: batch)
+    #expect(unwritable.status == 78)
+    #expect(unwritable.stderr.contains("/nonexistent-dir/x.prom"))
+  }
+
   @Test("every command has --help with an example, and completion scripts generate")
   func help() throws {
     let commands: [[String]] = [
