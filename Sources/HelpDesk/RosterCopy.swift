@@ -48,8 +48,9 @@ struct RosterCopy {
     }
   }
 
-  /// Why a copy in the directory wasn't used, when it is worth saying: not for a copy that is
-  /// merely out of date (the roster changed since), only for one that can't be trusted.
+  /// Why a copy in the directory wasn't used, or couldn't be kept, when it is worth saying: not
+  /// for a copy that is merely out of date (the roster changed since), only for one that can't be
+  /// trusted, or a directory or file that can't be written.
   struct Unusable: Error {
     var reason: String
   }
