@@ -16,11 +16,11 @@
 #   same     the second export again: nothing changes (what reading and comparing costs alone)
 #   next     the first export again, after a VACUUM: the 1% changed back, on a registry whose
 #            pages now have room here and there (a later night, rather than the first)
-#   shuffled the second export with its rows shuffled, after a VACUUM: a nightly import whose
-#            feed is in another order than the registry holds the accounts (as after months of
-#            nights, when the changed accounts have moved about the table)
-#   reshuffled the first export shuffled the same way, after a VACUUM: the next night of an
-#            export in another order than the registry's (the 1% changed back)
+#   shuffled the second export with its rows shuffled, after a VACUUM: the first night of an
+#            export in another order than the last one's, which the copy (and the registry's
+#            table) holds the accounts in
+#   reshuffled the first export shuffled the same way, after a VACUUM: the next night in that
+#            order (the 1% changed back), whose copy is now in the feed's order
 #   unkept   the second export again, after a VACUUM, without --roster-copy: 1% changed, compared
 #            with the roster read from the registry (a night after the copy was lost, or after
 #            someone changed an account)
