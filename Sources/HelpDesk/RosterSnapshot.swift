@@ -71,8 +71,6 @@ public struct RosterStyle: Sendable, Equatable {
 final class RosterSnapshot: RosterFeed.Recogniser {
   /// Accounts read.
   let count: Int
-  /// The style the records are written in; nil when only the ids were read.
-  let style: RosterStyle?
   /// The accounts' ids and records.
   let stored: RosterRecords
   private var idBytes: [UInt8] { stored.idBytes }
@@ -117,7 +115,6 @@ final class RosterSnapshot: RosterFeed.Recogniser {
   /// `alongside` runs while the hash tables are built (a copy's digest is checked meanwhile).
   init(stored: RosterRecords, style: RosterStyle?, alongside: (@Sendable () -> Void)? = nil) {
     self.stored = stored
-    self.style = style
     count = stored.count
     // The two tables are built side by side: each is a million hashes and writes to places far
     // apart in memory, and the other processor has nothing else to do at this moment (the
@@ -637,69 +634,38 @@ struct RosterSuccessor: RosterCopySource {
   let sent: RosterRecords
   let pieces: [Piece]
 
-  var count: Int {
-    pieces.reduce(0) { total, piece in
-      switch piece {
-      case .read(let run, _): total + run.count
-      case .sent: total + 1
-      }
+  /// Where a piece's accounts are, which, and whether their records go with them.
+  private func source(of piece: Piece) -> (stored: RosterRecords, run: Range<Int>, withRecords: Bool) {
+    switch piece {
+    case .read(let run, let records): (read, run, records)
+    case .sent(let row): (sent, row..<row + 1, true)
     }
   }
 
-  var idByteCount: Int { total(.idBytes) }
-  var recordByteCount: Int { total(.records) }
-
-  private func total(_ part: RosterSuccessor.Bytes) -> Int {
-    var total = 0
-    for piece in pieces {
-      switch piece {
-      case .read(let run, let records):
-        if part == .records && !records { continue }
-        total += span(of: run, in: read, part)
-      case .sent(let row): total += span(of: row..<row + 1, in: sent, part)
-      }
-    }
-    return total
+  /// The bytes of `part` (`.idBytes` or `.records`) that a piece takes, in its arrays; nil for none.
+  private func bytes(of piece: Piece, _ part: RosterRecords.Part) -> (RosterRecords, Range<Int>)? {
+    let (stored, run, withRecords) = source(of: piece)
+    guard let first = run.first, let last = run.last, part == .idBytes || withRecords else { return nil }
+    return part == .idBytes
+      ? (stored, stored.idRange(first).lowerBound..<stored.idRange(last).upperBound)
+      : (stored, stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound)
   }
 
-  enum Bytes { case idBytes, records }
-
-  private func span(of run: Range<Int>, in stored: RosterRecords, _ part: Bytes) -> Int {
-    guard let first = run.first, let last = run.last else { return 0 }
-    let range =
-      part == .idBytes
-      ? stored.idRange(first).lowerBound..<stored.idRange(last).upperBound
-      : stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound
-    return range.count
-  }
+  var count: Int { pieces.reduce(0) { $0 + source(of: $1).run.count } }
+  var idByteCount: Int { pieces.reduce(0) { $0 + (bytes(of: $1, .idBytes)?.1.count ?? 0) } }
+  var recordByteCount: Int { pieces.reduce(0) { $0 + (bytes(of: $1, .records)?.1.count ?? 0) } }
 
   func forEachSlice(of part: RosterRecords.Part, _ body: (UnsafeRawBufferPointer) -> Void) {
     switch part {
     case .idBytes, .records:
-      let bytes: Bytes = part == .idBytes ? .idBytes : .records
       for piece in pieces {
-        let (stored, run, withRecords): (RosterRecords, Range<Int>, Bool) =
-          switch piece {
-          case .read(let run, let records): (read, run, records)
-          case .sent(let row): (sent, row..<row + 1, true)
-          }
-        guard let first = run.first, let last = run.last, bytes == .idBytes || withRecords else { continue }
-        if bytes == .idBytes {
-          stored.idBytes.withUnsafeBytes {
-            body(
-              UnsafeRawBufferPointer(rebasing: $0[stored.idRange(first).lowerBound..<stored.idRange(last).upperBound]))
-          }
-        } else {
-          stored.records.withUnsafeBytes {
-            body(
-              UnsafeRawBufferPointer(
-                rebasing: $0[stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound]))
-          }
+        guard let (stored, range) = bytes(of: piece, part) else { continue }
+        (part == .idBytes ? stored.idBytes : stored.records).withUnsafeBytes {
+          body(UnsafeRawBufferPointer(rebasing: $0[range]))
         }
       }
     case .idEnds, .recordEnds:
       // Each account's end, from its length where it was read or sent, a buffer at a time.
-      let ids = part == .idEnds
       var buffer: [Int] = []
       buffer.reserveCapacity(1 << 16)
       var end = 0
@@ -708,13 +674,9 @@ struct RosterSuccessor: RosterCopySource {
         buffer.removeAll(keepingCapacity: true)
       }
       for piece in pieces {
-        let (stored, run, withRecords): (RosterRecords, Range<Int>, Bool) =
-          switch piece {
-          case .read(let run, let records): (read, run, records)
-          case .sent(let row): (sent, row..<row + 1, true)
-          }
+        let (stored, run, withRecords) = source(of: piece)
         for account in run {
-          if ids {
+          if part == .idEnds {
             end += stored.idRange(account).count
           } else if withRecords {
             end += stored.recordRange(account).count
