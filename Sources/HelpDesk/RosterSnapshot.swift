@@ -634,38 +634,69 @@ struct RosterSuccessor: RosterCopySource {
   let sent: RosterRecords
   let pieces: [Piece]
 
-  /// Where a piece's accounts are, which, and whether their records go with them.
-  private func source(of piece: Piece) -> (stored: RosterRecords, run: Range<Int>, withRecords: Bool) {
-    switch piece {
-    case .read(let run, let records): (read, run, records)
-    case .sent(let row): (sent, row..<row + 1, true)
+  var count: Int {
+    pieces.reduce(0) { total, piece in
+      switch piece {
+      case .read(let run, _): total + run.count
+      case .sent: total + 1
+      }
     }
   }
 
-  /// The bytes of `part` (`.idBytes` or `.records`) that a piece takes, in its arrays; nil for none.
-  private func bytes(of piece: Piece, _ part: RosterRecords.Part) -> (RosterRecords, Range<Int>)? {
-    let (stored, run, withRecords) = source(of: piece)
-    guard let first = run.first, let last = run.last, part == .idBytes || withRecords else { return nil }
-    return part == .idBytes
-      ? (stored, stored.idRange(first).lowerBound..<stored.idRange(last).upperBound)
-      : (stored, stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound)
+  var idByteCount: Int { total(.idBytes) }
+  var recordByteCount: Int { total(.records) }
+
+  private func total(_ part: RosterSuccessor.Bytes) -> Int {
+    var total = 0
+    for piece in pieces {
+      switch piece {
+      case .read(let run, let records):
+        if part == .records && !records { continue }
+        total += span(of: run, in: read, part)
+      case .sent(let row): total += span(of: row..<row + 1, in: sent, part)
+      }
+    }
+    return total
   }
 
-  var count: Int { pieces.reduce(0) { $0 + source(of: $1).run.count } }
-  var idByteCount: Int { pieces.reduce(0) { $0 + (bytes(of: $1, .idBytes)?.1.count ?? 0) } }
-  var recordByteCount: Int { pieces.reduce(0) { $0 + (bytes(of: $1, .records)?.1.count ?? 0) } }
+  enum Bytes { case idBytes, records }
+
+  private func span(of run: Range<Int>, in stored: RosterRecords, _ part: Bytes) -> Int {
+    guard let first = run.first, let last = run.last else { return 0 }
+    let range =
+      part == .idBytes
+      ? stored.idRange(first).lowerBound..<stored.idRange(last).upperBound
+      : stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound
+    return range.count
+  }
 
   func forEachSlice(of part: RosterRecords.Part, _ body: (UnsafeRawBufferPointer) -> Void) {
     switch part {
     case .idBytes, .records:
+      let bytes: Bytes = part == .idBytes ? .idBytes : .records
       for piece in pieces {
-        guard let (stored, range) = bytes(of: piece, part) else { continue }
-        (part == .idBytes ? stored.idBytes : stored.records).withUnsafeBytes {
-          body(UnsafeRawBufferPointer(rebasing: $0[range]))
+        let (stored, run, withRecords): (RosterRecords, Range<Int>, Bool) =
+          switch piece {
+          case .read(let run, let records): (read, run, records)
+          case .sent(let row): (sent, row..<row + 1, true)
+          }
+        guard let first = run.first, let last = run.last, bytes == .idBytes || withRecords else { continue }
+        if bytes == .idBytes {
+          stored.idBytes.withUnsafeBytes {
+            body(
+              UnsafeRawBufferPointer(rebasing: $0[stored.idRange(first).lowerBound..<stored.idRange(last).upperBound]))
+          }
+        } else {
+          stored.records.withUnsafeBytes {
+            body(
+              UnsafeRawBufferPointer(
+                rebasing: $0[stored.recordRange(first).lowerBound..<stored.recordRange(last).upperBound]))
+          }
         }
       }
     case .idEnds, .recordEnds:
       // Each account's end, from its length where it was read or sent, a buffer at a time.
+      let ids = part == .idEnds
       var buffer: [Int] = []
       buffer.reserveCapacity(1 << 16)
       var end = 0
@@ -674,9 +705,13 @@ struct RosterSuccessor: RosterCopySource {
         buffer.removeAll(keepingCapacity: true)
       }
       for piece in pieces {
-        let (stored, run, withRecords) = source(of: piece)
+        let (stored, run, withRecords): (RosterRecords, Range<Int>, Bool) =
+          switch piece {
+          case .read(let run, let records): (read, run, records)
+          case .sent(let row): (sent, row..<row + 1, true)
+          }
         for account in run {
-          if part == .idEnds {
+          if ids {
             end += stored.idRange(account).count
           } else if withRecords {
             end += stored.recordRange(account).count
