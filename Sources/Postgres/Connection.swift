@@ -367,6 +367,37 @@ public final class Connection {
     return value
   }
 
+  // MARK: Notifications
+
+  /// Waits up to `timeout` seconds for a notification on a channel this connection listens to
+  /// (`LISTEN channel`, an ordinary statement; notifications arrive when their sender commits).
+  ///
+  /// - Returns: the channel of the first notification waiting or arriving; nil when none came
+  ///   in time, or a signal interrupted the wait.
+  /// - Throws: `.connectionLost` when the connection broke while waiting.
+  public func waitForNotification(timeout: Double) throws(PostgresError) -> String? {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    let deadline = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 + max(0, timeout)
+    while true {
+      guard PQconsumeInput(handle) == 1 else { throw failure(nil) }
+      if let notification = PQnotifies(handle) {
+        defer { PQfreemem(notification) }
+        return String(cString: notification.pointee.relname)
+      }
+      clock_gettime(CLOCK_MONOTONIC, &now)
+      let left = deadline - (Double(now.tv_sec) + Double(now.tv_nsec) / 1e9)
+      guard left > 0 else { return nil }
+      var ready = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+      if poll(&ready, 1, Int32(min(left, 3_600) * 1_000) + 1) < 0 {
+        // A signal: the caller may have been asked to stop, so it gets to look.
+        if errno == EINTR { return nil }
+        throw PostgresError(
+          .connectionLost, message: "waiting for the server failed: \(String(cString: strerror(errno)))")
+      }
+    }
+  }
+
   // MARK: COPY
 
   /// Streams rows into `COPY … FROM STDIN` (text format) and returns how many were loaded.
