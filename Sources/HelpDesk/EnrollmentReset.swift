@@ -59,6 +59,8 @@ public struct ResetOutcome: Sendable {
   /// What the plan's decision rests on (devices, email, risk), hashed: pass it back as
   /// `expectedPlan` so that the reset refuses (75) if the plan changed since it was shown.
   public var planFingerprint: String?
+  /// The notice to the email of record, queued in the reset's own transaction.
+  public var messageID: Int64?
 
   init(_ d: JSONFields) throws {
     status = try d.string("status")
@@ -88,6 +90,7 @@ public struct ResetOutcome: Sendable {
     verifiedVia = try d.optionalString("verified_via")
     at = try d.optionalString("at")
     planFingerprint = try d.optionalString("plan_fingerprint")
+    messageID = try d.optionalInt("message_id")
   }
 }
 
@@ -173,54 +176,6 @@ public enum EnrollmentReset {
           createdAt: try row.decode("created_at"), expiresAt: try row.decode("expires_at"),
           state: try row.decode("state"), approvedBy: try row.decode("approved_by"))
       }
-    }
-  }
-
-  /// Emails the notice of a reset to the email of record. When it can't be handed over, records
-  /// that next to the reset (`enrollment.notice_failed`) and returns the reason; the reset stands.
-  public static func sendNotice(
-    for outcome: ResetOutcome, ticket: Ticket, mailer: Mailer, settings: DeliverySettings, on db: Connection
-  ) -> String? {
-    let what = outcome.devices.map { d in
-      "  - \(d.kind)\(d.label.map { " \"\(MailMessage.headerSafe($0) ?? "")\"" } ?? "")"
-        + (d.phone.map { " (\($0))" } ?? "")
-    }
-    let extras = [
-      outcome.linksRevoked > 0 ? "  - \(outcome.linksRevoked) unused activation link(s)" : nil,
-      outcome.browsersRevoked > 0 ? "  - \(outcome.browsersRevoked) browser(s) remembered for 30 days" : nil,
-    ].compactMap { $0 }
-    let message = MailMessage(
-      from: settings.from, to: Mailbox(name: outcome.displayName, address: outcome.email),
-      subject: "Your HMS two-factor authentication was reset",
-      body: """
-        Hello \(MailMessage.headerSafe(outcome.displayName) ?? ""),
-
-        At your request, the HMS IT Service Desk reset your HMS two-factor authentication on \
-        \(outcome.at.map { $0.replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: " UTC") } ?? "today") \
-        (ticket \(ticket.value)). These were removed:
-
-        \((what + extras).joined(separator: "\n"))
-
-        The next time you sign in you will see "Start setup": set up your phone again then.
-
-        If you did not ask for this, someone may be trying to take over your account: call the \
-        HMS IT Service Desk at 617-432-2000 right away.
-
-        HMS IT Service Desk
-        """)
-    do {
-      try mailer.deliver(message, timeout: settings.timeout)
-      return nil
-    } catch {
-      let reason = "the notice to \(outcome.email) could not be delivered: \(error.reason)"
-      if let event = outcome.eventID {
-        _ = try? db.queryFirst(
-          """
-          SELECT hms2fa_api.record_reset_notice_failure(\(outcome.accountID), \(ticket.value), \(event),
-                                                        \(error.reason))
-          """)
-      }
-      return reason
     }
   }
 }

@@ -16,6 +16,8 @@ public struct SentCode: Sendable {
   public var replaced: Int
   /// The device on file the code went to (identity checks).
   public var deviceID: Int64?
+  /// The text message or call in the outbox.
+  public var messageID: Int64
 }
 
 /// Another account's device on the number.
@@ -30,6 +32,8 @@ public struct ReleasedHolder: Sendable {
   public var deviceIds: [Int64]
   public var email: String
   public var displayName: String
+  /// The notice queued for them in the release's own transaction.
+  public var messageID: Int64
 }
 
 /// The result of a right code.
@@ -97,92 +101,46 @@ public enum PhoneVerification {
   static let releaseAction = DeskAction("releasing a phone number from another account", tier: .tier2)
   static let ownerAction = DeskAction("looking up a phone number", tier: .tier1)
 
-  /// Sends a code to `phone` for `account` (phone verify).
+  /// Records a code for `phone` and queues it (phone verify); the delivery service makes and
+  /// sends it. Follow it with `Outbox.follow(sent.messageID, …)`.
+  ///
+  /// - Throws: `DeskError` 65 (disabled account), 67, 75 (three codes to the number in an hour), 77.
   public static func verify(
-    _ account: AccountID, phone: PhoneNumber, via channel: PhoneMessage.Channel, ticket: Ticket,
-    gateway: SMSGateway, timeout: Double, on db: Connection
+    _ account: AccountID, phone: PhoneNumber, via channel: PhoneMessage.Channel, ticket: Ticket, on db: Connection
   ) throws(DeskError) -> SentCode {
-    try send(
-      ticket: ticket, channel: channel, gateway: gateway, timeout: timeout, on: db,
-      query: { hash, salt in
-        """
-        SELECT verification_id, phone, expires_at, replaced, NULL::bigint AS device_id
-          FROM hms2fa_api.start_phone_verification(
-                 \(account.value), \(phone.e164), \(channel.rawValue), \(hash), \(salt), \(ticket.value))
-        """
-      })
+    try request(
+      on: db,
+      """
+      SELECT verification_id, phone, expires_at, replaced, NULL::bigint AS device_id, message_id
+        FROM hms2fa_api.start_phone_verification(\(account.value), \(phone.e164), \(channel.rawValue), \(ticket.value))
+      """)
   }
 
-  /// Sends a code to a phone already on file for `account`: its default device's, or `device`'s.
+  /// Records a code for a phone already on file for `account` (its default device's, or
+  /// `device`'s) and queues it.
+  ///
+  /// - Throws: as `verify`; 65 also when the account has no such phone.
   public static func identityCheck(
-    _ account: AccountID, device: Int64?, via channel: PhoneMessage.Channel, ticket: Ticket, gateway: SMSGateway,
-    timeout: Double, on db: Connection
+    _ account: AccountID, device: Int64?, via channel: PhoneMessage.Channel, ticket: Ticket, on db: Connection
   ) throws(DeskError) -> SentCode {
-    try send(
-      ticket: ticket, channel: channel, gateway: gateway, timeout: timeout, on: db,
-      query: { hash, salt in
-        """
-        SELECT verification_id, phone, expires_at, replaced, device_id
-          FROM hms2fa_api.start_identity_check(
-                 \(account.value), \(device)::bigint, \(channel.rawValue), \(hash), \(salt), \(ticket.value))
-        """
-      })
+    try request(
+      on: db,
+      """
+      SELECT verification_id, phone, expires_at, replaced, device_id, message_id
+        FROM hms2fa_api.start_identity_check(\(account.value), \(device)::bigint, \(channel.rawValue), \(ticket.value))
+      """)
   }
 
-  /// Records the code's salted hash, commits, then hands the code to the gateway; cancels the
-  /// code when the gateway fails (exit 69).
-  private static func send(
-    ticket: Ticket, channel: PhoneMessage.Channel, gateway: SMSGateway, timeout: Double, on db: Connection,
-    query: ([UInt8], [UInt8]) -> Query
-  ) throws(DeskError) -> SentCode {
-    let code = Secrets.newCode()
-    let salt = Secrets.randomBytes(16)
-    let sent: SentCode = try desk(sendAction, on: db) {
-      guard let row = try db.queryFirst(query(code.saltedHash(salt), salt)) else {
+  private static func request(on db: Connection, _ query: Query) throws(DeskError) -> SentCode {
+    try desk(sendAction, on: db) {
+      guard let row = try db.queryFirst(query) else {
         throw DeskError(.software, "internal error: no code was recorded")
       }
       return SentCode(
         verificationID: try row.decode("verification_id"), phone: try row.decode("phone"),
         expiresAt: try row.decode("expires_at"), replaced: try row.decode("replaced"),
-        deviceID: try row.decode("device_id"))
+        deviceID: try row.decode("device_id"), messageID: try row.decode("message_id"))
     }
-    do {
-      try gateway.deliver(
-        PhoneMessage(to: sent.phone, channel: channel, body: body(code, channel)), timeout: timeout,
-        secrets: [code.digits, spoken(code)])
-    } catch {
-      var ended = "the code was cancelled"
-      do {
-        let cancel: Query =
-          """
-          SELECT hms2fa_api.cancel_verification(\(sent.verificationID), \(ticket.value), 'delivery failed')
-          """
-        _ = try db.queryFirst(cancel)
-      } catch {
-        ended = "the code could not be cancelled (\(deskError(error).message)); it expires in 10 minutes"
-      }
-      throw DeskError(
-        .unavailable,
-        "the \(channel == .sms ? "text message" : "voice call") to \(sent.phone) could not be handed to the "
-          + "gateway (\(error.reason)); \(ended); check HMS2FA_SMS and try again")
-    }
-    return sent
-  }
-
-  static func body(_ code: SecretCode, _ channel: PhoneMessage.Channel) -> String {
-    switch channel {
-    case .sms:
-      return "HMS IT Service Desk: your verification code is \(code.digits). It expires in 10 minutes. "
-        + "Read it only to the agent you are talking to."
-    case .voice:
-      return "This is the Harvard Medical School IT Service Desk. Your verification code is \(spoken(code)). "
-        + "Again: \(spoken(code))."
-    }
-  }
-
-  /// The code as a voice call reads it: "1, 2, 3, 4, 5, 6".
-  static func spoken(_ code: SecretCode) -> String {
-    code.digits.map(String.init).joined(separator: ", ")
   }
 
   /// Checks the code the caller read out against the waiting one for `account` (and `phone`, for
@@ -199,24 +157,27 @@ public enum PhoneVerification {
     guard digits.count == 6, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
       throw .usage("a verification code is 6 digits (what the person received)")
     }
-    let code = SecretCode(digits: digits)
     let action = release ? releaseAction : confirmAction
+    // Two transactions: the try is committed, and so counted, before its verdict is asked for;
+    // the database refuses a verdict on a try that could still be rolled back.
+    let tryID: Int64 = try desk(action, on: db) {
+      let attempt: Query =
+        """
+        SELECT hms2fa_api.try_code(\(account.value), \(purpose.rawValue), \(phone?.e164), \(digits), \(ticket.value))
+          AS try_id
+        """
+      guard let id: Int64 = try db.queryFirst(attempt)?.decode("try_id") else {
+        throw DeskError(.software, "internal error: the try was not recorded")
+      }
+      return id
+    }
     let row: Row = try desk(action, on: db) {
-      guard
-        let pending = try db.queryFirst(
-          """
-          SELECT verification_id, salt
-            FROM hms2fa_api.pending_verification(\(account.value), \(purpose.rawValue), \(phone?.e164))
-          """)
-      else { throw DeskError(.software, "internal error: no pending code") }
-      let id: Int64 = try pending.decode("verification_id")
-      let salt: [UInt8] = try pending.decode("salt")
       guard
         let result = try db.queryFirst(
           """
           SELECT outcome, tries_left, account_id, phone, other_holders::text AS other_holders,
                  released::text AS released, now() + interval '15 minutes' AS proof_valid_until
-            FROM hms2fa_api.confirm_verification(\(id), \(code.saltedHash(salt)), \(ticket.value), \(release))
+            FROM hms2fa_api.confirm_verification(\(tryID), \(ticket.value), \(release))
           """)
       else { throw DeskError(.software, "internal error: no outcome") }
       return result
@@ -254,43 +215,13 @@ public enum PhoneVerification {
         released: try released.items.map { r in
           ReleasedHolder(
             accountId: try r.string("account_id"), deviceIds: try r.array("device_ids").map { try $0.asInt },
-            email: try r.string("email"), displayName: try r.string("display_name"))
+            email: try r.string("email"), displayName: try r.string("display_name"),
+            messageID: try r.int("message_id"))
         },
         proofValidUntil: try row.decode("proof_valid_until"))
     } catch {
       throw DeskError(.software, "internal error: \(error)")
     }
-  }
-
-  /// Emails each former holder of a released number at their email of record. Returns one line
-  /// per notice that could not be handed over (the release stands either way).
-  public static func notifyReleased(
-    _ released: [ReleasedHolder], phone: String, mailer: Mailer, settings: DeliverySettings
-  ) -> [String] {
-    var failures: [String] = []
-    for holder in released {
-      let message = MailMessage(
-        from: settings.from, to: Mailbox(name: holder.displayName, address: holder.email),
-        subject: "A phone number was removed from your HMS two-factor authentication",
-        body: """
-          Hello \(MailMessage.headerSafe(holder.displayName) ?? ""),
-
-          The phone number \(phone) was removed from your HMS two-factor authentication on \
-          \(ActivationLinks.readable(Date())), because its new owner proved to the HMS IT Service Desk \
-          that it is now theirs.
-
-          If that number is still yours, or you did not expect this, call the HMS IT Service Desk \
-          at 617-432-2000. To add a new phone, sign in and choose "Add another device".
-
-          HMS IT Service Desk
-          """)
-      do {
-        try mailer.deliver(message, timeout: settings.timeout)
-      } catch {
-        failures.append("the notice to \(holder.accountId) <\(holder.email)> could not be delivered: \(error.reason)")
-      }
-    }
-    return failures
   }
 
   /// Everyone on the number now, before, and who proved it.

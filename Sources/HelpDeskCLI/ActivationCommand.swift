@@ -23,10 +23,11 @@ struct ActivationCommand: ParsableCommand {
         email on the phone being set up. A new link replaces the device's older ones. At most \
         five links per person per 24 hours.
 
-        Mail leaves through HMS2FA_MAILER: sendmail (default, /usr/sbin/sendmail -t -oi), \
-        sendmail:/path/to/program, or maildir:/path/to/dir. The sender is HMS2FA_MAIL_FROM and \
-        links start with HMS2FA_ACTIVATION_URL. If the mail can't be handed over, the link is \
-        revoked and the command exits 69.
+        The delivery service (hms2fa-admin delivery run) makes the link and sends it; no one \
+        else ever sees it. The command waits for it (--wait, default 15s) and prints \
+        delivery: sent. If the email fails for good, the link is revoked and the command exits \
+        69; if it is still queued when the wait ends, it says so and exits 0 (the service keeps \
+        trying).
 
         Example:
           hms2fa-admin activation send jd123 --ticket INC0012345
@@ -43,6 +44,7 @@ struct ActivationCommand: ParsableCommand {
     var validFor: String = "24h"
 
     @OptionGroup var change: ChangeOptions
+    @OptionGroup var waiting: DeliveryWaitOptions
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -52,23 +54,25 @@ struct ActivationCommand: ParsableCommand {
         throw DeskError.usage("--valid-for must be between 5m and 7d, not \(validity)")
       }
       if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
-      let (mailer, settings) = try mailDelivery()
       let db = try global.connect()
       let link = try ActivationLinks.send(
-        to: id, device: device, validFor: validity, ticket: try change.parsedTicket, mailer: mailer,
-        settings: settings, on: db)
+        to: id, device: device, validFor: validity, ticket: try change.parsedTicket, on: db)
+      let delivery = try FollowedMessage(link.messageID, options: waiting, on: db)
       global.console.emit(
-        .object([
-          ("account_id", .string(id.value)), ("link_id", .int(link.linkID)), ("device_id", .int(link.deviceID)),
-          ("expires_at", .string(link.expiresAt.iso8601UTC())), ("sent_to", .string(link.sentTo)),
-          ("superseded", .int(link.superseded)),
-        ])
+        .object(
+          [
+            ("account_id", .string(id.value)), ("link_id", .int(link.linkID)), ("device_id", .int(link.deviceID)),
+            ("expires_at", .string(link.expiresAt.iso8601UTC())), ("sent_to", .string(link.sentTo)),
+            ("superseded", .int(link.superseded)),
+          ] + delivery.fields)
       ) {
         let replaced = link.superseded > 0 ? "; \(link.superseded) older link(s) no longer work" : ""
-        return "emailed activation link \(link.linkID) for device \(link.deviceID) (\(shown(link.deviceLabel))) "
+        return "activation link \(link.linkID) for device \(link.deviceID) (\(shown(link.deviceLabel))) "
           + "to \(link.sentTo), the email of record; it works once, until \(link.expiresAt.iso8601UTC())"
-          + replaced
+          + replaced + "\n" + delivery.line
       }
+      try delivery.finish(
+        failed: "link \(link.linkID) was revoked; send a new one once mail works", console: global.console)
     }
   }
 

@@ -25,7 +25,7 @@ struct AdminCommand: ParsableCommand {
     subcommands: [
       UserCommand.self, PhoneCommand.self, IdentityCommand.self, EnrollmentCommand.self, ActivationCommand.self,
       RememberedCommand.self, AuditCommand.self, StaffCommand.self, AccountsCommand.self, DBCommand.self,
-      JobsCommand.self,
+      JobsCommand.self, DeliveryCommand.self,
     ]
   )
 }

@@ -34,8 +34,9 @@ struct EnrollmentCommand: ParsableCommand {
         The plan is shown first; on a terminal you confirm by typing the account id; without a \
         terminal, --yes is required. A high-risk account, a second reset within 30 days, or an \
         attested reset (callback/video/manager) of an account with a device used in the last \
-        24 hours becomes a request that a different tier-2 agent approves. The person is emailed \
-        a notice at the email of record (HMS2FA_MAILER).
+        24 hours becomes a request that a different tier-2 agent approves. A notice to the email \
+        of record is queued in the reset's own transaction; the command waits for the delivery \
+        service to send it (--wait).
 
         Examples:
           hms2fa-admin enrollment reset jd123 --ticket INC0012345 --verified-via code-on-file --dry-run
@@ -59,6 +60,7 @@ struct EnrollmentCommand: ParsableCommand {
     var yes = false
 
     @OptionGroup var change: ChangeOptions
+    @OptionGroup var waiting: DeliveryWaitOptions
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
@@ -69,7 +71,6 @@ struct EnrollmentCommand: ParsableCommand {
       if !dryRun && !yes && !Console.stdinIsTerminal {
         throw DeskError.usage("stdin is not a terminal: add --yes to reset without the typed confirmation")
       }
-      let mail = dryRun ? nil : try mailDelivery()
       let db = try global.connect()
       let plan = try EnrollmentReset.reset(
         id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: true, on: db)
@@ -97,7 +98,7 @@ struct EnrollmentCommand: ParsableCommand {
       let outcome = try EnrollmentReset.reset(
         id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: false,
         expectedPlan: plan.planFingerprint, on: db)
-      try report(outcome, ticket: ticket, mail: mail, db: db, console: console)
+      try report(outcome, ticket: ticket, waiting: waiting, db: db, console: console)
     }
   }
 
@@ -117,15 +118,15 @@ struct EnrollmentCommand: ParsableCommand {
     var requestID: Int64
 
     @OptionGroup var change: ChangeOptions
+    @OptionGroup var waiting: DeliveryWaitOptions
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
       guard requestID > 0 else { throw DeskError.usage("a request id is a positive number (see enrollment requests)") }
       let ticket = try change.parsedTicket
-      let mail = try mailDelivery()
       let db = try global.connect()
       let outcome = try EnrollmentReset.approve(requestID, ticket: ticket, on: db)
-      try report(outcome, ticket: ticket, mail: mail, db: db, console: global.console)
+      try report(outcome, ticket: ticket, waiting: waiting, db: db, console: global.console)
     }
   }
 
@@ -246,10 +247,9 @@ func outcomeJSON(_ o: ResetOutcome) -> JSONValue {
   return .object(members)
 }
 
-/// Prints the result of a reset or request, emailing the notice after a reset.
+/// Prints the result of a reset or request; after a reset, waits for its notice.
 func report(
-  _ outcome: ResetOutcome, ticket: Ticket, mail: (mailer: Mailer, settings: DeliverySettings)?, db: Connection,
-  console: Console
+  _ outcome: ResetOutcome, ticket: Ticket, waiting: DeliveryWaitOptions, db: Connection, console: Console
 ) throws {
   if outcome.status == "pending_approval" {
     console.emit(outcomeJSON(outcome)) {
@@ -259,23 +259,18 @@ func report(
     }
     return
   }
-  var failure: String?
-  if let mail, outcome.status == "reset" {
-    failure = EnrollmentReset.sendNotice(
-      for: outcome, ticket: ticket, mailer: mail.mailer, settings: mail.settings, on: db)
-  }
-  if let failure {
-    console.note("hms2fa-admin: warning: the reset stands, but \(failure); tell the person yourself")
-  }
+  let notice = try outcome.messageID.map { try FollowedMessage($0, options: waiting, on: db) }
   var json = outcomeJSON(outcome)
-  if case .object(var members) = json {
-    members.append(("notice_sent", .bool(failure == nil)))
+  if case .object(var members) = json, let notice {
+    members += notice.fields
+    members.append(("notice_sent", .bool(notice.outcome == .sent)))
     json = .object(members)
   }
   console.emit(json) {
     "reset \(outcome.accountID): \(outcome.devicesRetired) device(s) retired, \(outcome.linksRevoked) link(s) and "
       + "\(outcome.browsersRevoked) remembered browser(s) revoked, \(outcome.codesCancelled) code(s) cancelled\n"
       + "enrollment: \(outcome.enrollment ?? "?"); \"Start setup\" \(outcome.startSetupVisible == true ? "now shows" : "is still hidden")"
-      + (failure == nil ? "\nnotice emailed to \(outcome.email)" : "")
+      + (notice.map { "\nnotice to \(outcome.email): " + $0.line } ?? "")
   }
+  try notice?.finish(failed: "the reset stands: tell the person yourself", console: console)
 }

@@ -11,7 +11,7 @@ struct JobsCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "jobs",
     abstract: "The nightly jobs (role hms2fa_batch).",
-    subcommands: [ExpireRemembered.self]
+    subcommands: [ExpireRemembered.self, PurgeSecrets.self]
   )
 
   struct ExpireRemembered: ParsableCommand {
@@ -161,22 +161,69 @@ struct JobsCommand: ParsableCommand {
   }
 }
 
+extension JobsCommand {
+  struct PurgeSecrets: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "purge-secrets",
+      abstract: "Clear the hashes of spent links and codes, and the texts of old messages.",
+      discussion: """
+        Links that were used, revoked or expired and codes that ended lose their hashes; the \
+        codes people tried lose theirs a day on; messages that ended more than a day ago lose \
+        their text. The rows stay as history. --batch-size rows of each kind per transaction. \
+        The nightly timer runs it after expire-remembered.
+
+        Example:
+          hms2fa-admin jobs purge-secrets --max-runtime 10m
+        """
+    )
+
+    @Option(help: ArgumentHelp("Rows of each kind cleared per transaction (1 to 100000).", valueName: "n"))
+    var batchSize = 5_000
+
+    @Option(
+      help: ArgumentHelp("Stop after this long (e.g. 10m); the next run continues.", valueName: "duration"))
+    var maxRuntime: String?
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+      guard (1...100_000).contains(batchSize) else { throw ValidationError("--batch-size must be 1 to 100000 rows") }
+    }
+
+    func run() throws {
+      let budget = try maxRuntime.map { Double(try DeskDuration(parsing: $0).seconds) }
+      let db = try global.connect()
+      let purge = try SpentSecrets.purge(batchSize: batchSize, maxRuntime: budget, on: db)
+      global.console.emit(
+        .object([
+          ("links", .int(purge.links)), ("codes", .int(purge.codes)), ("tries", .int(purge.tries)),
+          ("bodies", .int(purge.bodies)), ("batches", .int(purge.batches)), ("complete", .bool(purge.complete)),
+        ])
+      ) {
+        "cleared the hashes of \(purge.links) link(s), \(purge.codes) code(s) and \(purge.tries) tried code(s), "
+          + "and the text of \(purge.bodies) message(s), in \(purge.batches) batch(es)"
+          + (purge.complete ? "; complete" : "; stopped at --max-runtime, the next run continues")
+      }
+    }
+  }
+}
+
 /// The signal that asked the job to stop, 0 while none has: a plain C int the handler stores
 /// into, allocated before any handler is installed (the handler touches nothing else).
-nonisolated(unsafe) private let stopSignal: UnsafeMutablePointer<Int32> = {
+nonisolated(unsafe) let stopSignal: UnsafeMutablePointer<Int32> = {
   let flag = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
   flag.initialize(to: 0)
   return flag
 }()
 
-private func requestStop(_ signalNumber: Int32) {
+func requestStop(_ signalNumber: Int32) {
   stopSignal.pointee = signalNumber
 }
 
 /// Catches SIGTERM, SIGINT and SIGHUP once each: the first asks the job to stop (it checks
 /// between calls), the next one of the same kind gets the default action. A signal the parent
 /// set to be ignored (`nohup`, `trap '' HUP`) stays ignored.
-private func installStopHandlers() {
+func installStopHandlers() {
   _ = stopSignal.pointee
   // A parent may have started the job with them blocked (the mask survives exec); the job
   // handles them now, so it takes them.
@@ -189,7 +236,7 @@ private func installStopHandlers() {
   }
 }
 
-private func signalName(_ signalNumber: Int32) -> String {
+func signalName(_ signalNumber: Int32) -> String {
   switch signalNumber {
   case SIGTERM: "SIGTERM"
   case SIGINT: "SIGINT (Ctrl-C)"

@@ -1,5 +1,6 @@
 import ArgumentParser
 import HelpDesk
+import Postgres
 
 #if canImport(FoundationEssentials)
   import FoundationEssentials
@@ -99,9 +100,11 @@ struct PhoneCommand: ParsableCommand {
       commandName: "verify",
       abstract: "Send a 6-digit code to a phone the caller says is theirs (tier1).",
       discussion: """
-        The code goes by text message (--via sms) or a voice call that reads it out (--via voice), \
-        through HMS2FA_SMS. It works for 10 minutes; a new code replaces the old one; at most 3 \
-        codes per number per hour. Then ask the caller for it and run phone confirm.
+        The code goes by text message (--via sms) or a voice call that reads it out (--via voice). \
+        The delivery service makes and sends it; no one else ever sees it. The command waits for \
+        it (--wait) and prints delivery: sent. It works for 10 minutes; a new code replaces the \
+        old one; at most 3 codes per number per hour. Then ask the caller for it and run phone \
+        confirm.
 
         Example:
           hms2fa-admin phone verify cd222 "617-555-0188" --via sms --ticket INC0012345
@@ -118,17 +121,17 @@ struct PhoneCommand: ParsableCommand {
     var via: PhoneMessage.Channel
 
     @OptionGroup var change: ChangeOptions
+    @OptionGroup var waiting: DeliveryWaitOptions
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
       let id = try AccountID(parsing: account)
       let number = try parsePhone(phone)
-      let (gateway, settings) = try smsDelivery()
       let db = try global.connect()
-      let sent = try PhoneVerification.verify(
-        id, phone: number, via: via, ticket: try change.parsedTicket, gateway: gateway, timeout: settings.timeout,
-        on: db)
-      emitSent(sent, account: id, channel: via, console: global.console, next: "phone confirm \(id) \(sent.phone)")
+      let sent = try PhoneVerification.verify(id, phone: number, via: via, ticket: try change.parsedTicket, on: db)
+      try emitSent(
+        sent, account: id, channel: via, waiting: waiting, db: db, console: global.console,
+        next: "phone confirm \(id) \(sent.phone)")
     }
   }
 
@@ -137,9 +140,10 @@ struct PhoneCommand: ParsableCommand {
       commandName: "confirm",
       abstract: "Check the code the caller received (tier1; --release needs tier2).",
       discussion: """
-        Five wrong tries end the code. When the number is on a device of another account, the \
-        result says so; with --release (tier2) those devices are retired ("number reassigned") \
-        and each former holder is emailed a notice at their email of record (HMS2FA_MAILER).
+        Five tries end the code. When the number is on a device of another account, the result \
+        says so; with --release (tier2) those devices are retired ("number reassigned") and each \
+        former holder is sent a notice at their email of record, in the same transaction; the \
+        command waits for the notices (--wait).
 
         Leave out CODE (or give -) to type it at a prompt without echo, or pipe it on stdin.
 
@@ -162,25 +166,27 @@ struct PhoneCommand: ParsableCommand {
     var release = false
 
     @OptionGroup var change: ChangeOptions
+    @OptionGroup var waiting: DeliveryWaitOptions
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
       let id = try AccountID(parsing: account)
       let number = try parsePhone(phone)
-      // The notices' transport is checked before anything changes.
-      let mail = release ? try mailDelivery() : nil
       let codeText = try readCode(code)
       let db = try global.connect()
       let result = try PhoneVerification.confirm(
         id, purpose: .ownership, phone: number, code: codeText, ticket: try change.parsedTicket, release: release,
         on: db)
-      var failures: [String] = []
-      if let mail, !result.released.isEmpty {
-        failures = PhoneVerification.notifyReleased(
-          result.released, phone: result.phone, mailer: mail.mailer, settings: mail.settings)
+      // The notices share one wait.
+      let deadline = Date().addingTimeInterval(try waiting.seconds)
+      let notices = try result.released.map { holder in
+        (
+          holder,
+          try FollowedMessage(holder.messageID, wait: max(0, deadline.timeIntervalSinceNow), on: db)
+        )
       }
-      for failure in failures { global.console.note("hms2fa-admin: warning: \(failure)") }
       let others = result.otherHolders.map { "\($0.accountId) (device \($0.deviceId))" }
+      let failed = notices.filter { if case .failed = $0.1.outcome { true } else { false } }
       global.console.emit(
         .object([
           ("account_id", .string(id.value)), ("phone", .string(result.phone)), ("verified", .bool(true)),
@@ -193,14 +199,20 @@ struct PhoneCommand: ParsableCommand {
             )
           ),
           ("released_from", .array(result.released.map { .string($0.accountId) })),
-          ("notices_failed", .int(failures.count)),
+          (
+            "notices",
+            .array(
+              notices.map { holder, notice in .object([("account_id", .string(holder.accountId))] + notice.fields) })
+          ),
+          ("notices_failed", .int(failed.count)),
         ])
       ) {
         var text = "verified: \(id) owns \(result.phone)"
         if !result.released.isEmpty {
           text +=
             "\nreleased the number from \(result.released.map(\.accountId).joined(separator: ", ")) "
-            + "(devices retired: number reassigned); \(result.released.count - failures.count) notice(s) emailed"
+            + "(devices retired: number reassigned); each is sent a notice"
+          for (holder, notice) in notices { text += "\nnotice to \(holder.accountId): \(notice.line)" }
         } else if !others.isEmpty {
           text +=
             "\nthe number is still on a device of another account: \(others.joined(separator: ", "))"
@@ -208,24 +220,35 @@ struct PhoneCommand: ParsableCommand {
         }
         return text
       }
+      for (_, notice) in notices {
+        try notice.finish(failed: "the release stands: tell the former holder yourself", console: global.console)
+      }
     }
   }
 }
 
-func emitSent(_ sent: SentCode, account: AccountID, channel: PhoneMessage.Channel, console: Console, next: String) {
+/// Waits for a code's message, then prints what was queued and how its delivery went.
+func emitSent(
+  _ sent: SentCode, account: AccountID, channel: PhoneMessage.Channel, waiting: DeliveryWaitOptions, db: Connection,
+  console: Console, next: String
+) throws {
+  let delivery = try FollowedMessage(sent.messageID, options: waiting, on: db)
   console.emit(
-    .object([
-      ("account_id", .string(account.value)), ("verification_id", .int(sent.verificationID)),
-      ("phone", .string(sent.phone)), ("channel", .string(channel.rawValue)),
-      ("device_id", sent.deviceID.map { .int($0) } ?? .null),
-      ("expires_at", .string(sent.expiresAt.iso8601UTC())), ("replaced", .int(sent.replaced)),
-    ])
+    .object(
+      [
+        ("account_id", .string(account.value)), ("verification_id", .int(sent.verificationID)),
+        ("phone", .string(sent.phone)), ("channel", .string(channel.rawValue)),
+        ("device_id", sent.deviceID.map { .int($0) } ?? .null),
+        ("expires_at", .string(sent.expiresAt.iso8601UTC())), ("replaced", .int(sent.replaced)),
+      ] + delivery.fields)
   ) {
-    "sent a code by \(channel == .sms ? "text message" : "voice call") to \(sent.phone) "
+    "a code by \(channel == .sms ? "text message" : "voice call") to \(sent.phone) "
       + "(verification \(sent.verificationID), works until \(sent.expiresAt.iso8601UTC())"
-      + (sent.replaced > 0 ? "; the earlier code no longer works" : "") + ")"
-      + "\nask the person to read it to you, then: hms2fa-admin \(next) CODE --ticket …"
+      + (sent.replaced > 0 ? "; the earlier code no longer works" : "") + ")\n" + delivery.line
+      + (delivery.outcome == DeliveryOutcome.sent
+        ? "\nask the person to read it to you, then: hms2fa-admin \(next) CODE --ticket …" : "")
   }
+  try delivery.finish(failed: "the code was cancelled; send a new one once the gateway works", console: console)
 }
 
 struct IdentityCommand: ParsableCommand {
@@ -260,17 +283,18 @@ struct IdentityCommand: ParsableCommand {
     var via: PhoneMessage.Channel
 
     @OptionGroup var change: ChangeOptions
+    @OptionGroup var waiting: DeliveryWaitOptions
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
       let id = try AccountID(parsing: account)
       if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
-      let (gateway, settings) = try smsDelivery()
       let db = try global.connect()
       let sent = try PhoneVerification.identityCheck(
-        id, device: device, via: via, ticket: try change.parsedTicket, gateway: gateway, timeout: settings.timeout,
-        on: db)
-      emitSent(sent, account: id, channel: via, console: global.console, next: "identity confirm \(id)")
+        id, device: device, via: via, ticket: try change.parsedTicket, on: db)
+      try emitSent(
+        sent, account: id, channel: via, waiting: waiting, db: db, console: global.console,
+        next: "identity confirm \(id)")
     }
   }
 

@@ -1,6 +1,6 @@
 /// The staff tiers of the contract, each a NOLOGIN group role in the database.
 public enum Tier: String, CaseIterable, Sendable, Codable {
-  case tier1, tier2, batch, auditor, signin
+  case tier1, tier2, batch, auditor, signin, delivery
 
   /// The group role, e.g. `hms2fa_tier1`.
   public var roleName: String { "hms2fa_\(rawValue)" }

@@ -429,7 +429,7 @@ struct CLITests {
       ["db", "migrate"], ["db", "status"], ["activation", "send"], ["activation", "list"], ["activation", "revoke"],
       ["phone", "owner"], ["phone", "verify"], ["phone", "confirm"], ["identity", "check"], ["identity", "confirm"],
       ["enrollment", "reset"], ["enrollment", "approve"], ["enrollment", "requests"],
-      ["jobs", "expire-remembered"],
+      ["jobs", "expire-remembered"], ["jobs", "purge-secrets"], ["delivery", "run"], ["delivery", "status"],
       ["accounts", "import"],
     ]
     for command in commands {
@@ -444,12 +444,16 @@ struct CLITests {
     }
   }
 
-  @Test("activation send: tier1 emails the link to the email of record and never shows it; no tier is 77")
+  @Test("activation send: the service emails the link to the email of record; the agent never sees it; no tier is 77")
   func activationSend() throws {
     let desk = try Desk()
     try Fixtures.device("jd123", activated: false, on: try desk.database.connect())
-    let maildir = TestCluster.scratch + "/cli-maildir-" + UUID().uuidString.prefix(8)
-    let environment = ["HMS2FA_MAILER": "maildir:\(maildir)"]
+    let delivery = try DeliveryProcess(desk.database)
+    let service = try delivery.start()
+    defer { service.stop() }
+    // The agent's own transport settings are not read: nothing goes where the agent points.
+    let mine = try scratchDirectory("agent-maildir")
+    let environment = ["HMS2FA_MAILER": "maildir:\(mine)", "HMS2FA_SMS": "spool:\(mine)"]
     let out = try desk.run(
       ["activation", "send", "jd123", "--ticket", "INC1", "--json"], as: desk.tier1, environment: environment)
     #expect(out.status == 0, "\(out.stderr)")
@@ -458,18 +462,18 @@ struct CLITests {
     #expect(result["device_id"] as? Int != nil)
     #expect(result["expires_at"] as? String != nil)
     #expect(result["sent_to"] as? String == "jane_doe@hms.harvard.edu")
-    let files = try FileManager.default.contentsOfDirectory(atPath: maildir + "/new")
-    try #require(files.count == 1)
-    let message = try String(contentsOfFile: maildir + "/new/" + files[0], encoding: .utf8)
-    let prefix = "https://my.hms.harvard.edu/2fa/activate/"
-    let token = try #require(
-      message.components(separatedBy: "\r\n").first { $0.hasPrefix(prefix) }?.dropFirst(prefix.count))
+    #expect(result["delivery"] as? String == "sent")
+    #expect(result["message_id"] as? Int != nil)
+    let mails = try delivery.mails()
+    try #require(mails.count == 1)
+    let token = try #require(DeliveryProcess.token(in: mails[0]))
     #expect(token.count == 43)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: mine).isEmpty)
 
-    let text = try desk.run(
-      ["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1, environment: environment)
+    let text = try desk.run(["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1)
     #expect(text.status == 0)
     #expect(text.stdout.contains("to jane_doe@hms.harvard.edu, the email of record"))
+    #expect(text.stdout.hasSuffix("delivery: sent\n"), "\(text.stdout)")
     let list = try desk.run(["activation", "list", "jd123"], as: desk.tier1)
     #expect(list.stdout.contains("superseded") && list.stdout.contains("outstanding"))
     for output in [out.stdout, out.stderr, text.stdout, text.stderr, list.stdout] {
@@ -477,19 +481,16 @@ struct CLITests {
     }
 
     let nobody = try desk.database.createLogin(nil)
-    let refused = try desk.run(
-      ["activation", "send", "jd123", "--ticket", "INC1"], as: nobody, environment: environment)
+    let refused = try desk.run(["activation", "send", "jd123", "--ticket", "INC1"], as: nobody)
     #expect(refused.status == 77)
     #expect(refused.stderr.contains("needs hms2fa_tier1"))
-    let noTicket = try desk.run(["activation", "send", "jd123"], as: desk.tier1, environment: environment)
+    let noTicket = try desk.run(["activation", "send", "jd123"], as: desk.tier1)
     #expect(noTicket.status == 64)
-    let badMailer = try desk.run(
-      ["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1, environment: ["HMS2FA_MAILER": "smtp"])
-    #expect(badMailer.status == 78)
     let tooLong = try desk.run(
-      ["activation", "send", "jd123", "--ticket", "INC1", "--valid-for", "8d"], as: desk.tier1, environment: environment
-    )
+      ["activation", "send", "jd123", "--ticket", "INC1", "--valid-for", "8d"], as: desk.tier1)
     #expect(tooLong.status == 64)
+    let badWait = try desk.run(["activation", "send", "jd123", "--ticket", "INC1", "--wait", "soon"], as: desk.tier1)
+    #expect(badWait.status == 64)
     let revoke = try desk.run(
       ["activation", "revoke", "jd123", "--ticket", "INC1", "--reason", "e-mail re-sent", "--json"], as: desk.tier1)
     #expect(try json(revoke.stdout)["revoked"] as? Int == 1)
@@ -497,22 +498,40 @@ struct CLITests {
     #expect(listed.stdout.contains("e-mail re-sent"), "\(listed.stdout)")
   }
 
-  @Test("activation send with a broken sendmail: exit 69, one line, and the link no longer works")
+  @Test("no delivery service running: the link is queued, the command warns and exits 0; the service sends it later")
+  func activationQueued() throws {
+    let desk = try Desk()
+    try Fixtures.device("jd123", activated: false, on: try desk.database.connect())
+    let out = try desk.run(["activation", "send", "jd123", "--ticket", "INC1", "--wait", "1s"], as: desk.tier1)
+    #expect(out.status == 0)
+    #expect(out.stdout.hasSuffix("delivery: queued\n"), "\(out.stdout)")
+    #expect(out.stderr.contains("warning: message") && out.stderr.contains("delivery status"))
+    let status = try desk.run(["delivery", "status", "--json"], as: desk.tier1)
+    let messages = try #require(try json(status.stdout)["messages"] as? [[String: Any]])
+    #expect(messages.map { $0["state"] as? String } == ["queued"])
+    #expect(messages.first?["recipient"] as? String == "jane_doe@hms.harvard.edu")
+    let delivery = try DeliveryProcess(desk.database)
+    #expect(try delivery.runOnce().status == 0)
+    #expect(try delivery.mails().count == 1)
+    let after = try desk.run(["delivery", "status"], as: desk.tier1)
+    #expect(after.stdout.contains("no message is waiting"))
+  }
+
+  @Test("activation send with a sendmail that refuses: exit 69, one line, and the link no longer works")
   func activationDeliveryFailure() throws {
     let desk = try Desk()
     try Fixtures.device("jd123", activated: false, on: try desk.database.connect())
-    let dir = TestCluster.scratch + "/cli-sendmail-" + UUID().uuidString.prefix(8)
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let program = dir + "/sendmail"
-    try "#!/bin/sh\ncat > \(dir)/message\necho 'sendmail: fatal: queue file write error' >&2\nexit 75\n".write(
-      toFile: program, atomically: true, encoding: .utf8)
-    try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: program)
-    let out = try desk.run(
-      ["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1,
-      environment: ["HMS2FA_MAILER": "sendmail:\(program)"])
+    let dir = try scratchDirectory("cli-sendmail")
+    let program = try script(
+      "cat > \(dir)/message\necho 'sendmail: fatal: recipient refused' >&2\nexit 1", in: dir, name: "sendmail")
+    let delivery = try DeliveryProcess(desk.database, environment: ["HMS2FA_MAILER": "sendmail:\(program)"])
+    let service = try delivery.start()
+    defer { service.stop() }
+    let out = try desk.run(["activation", "send", "jd123", "--ticket", "INC1"], as: desk.tier1)
     #expect(out.status == 69)
     #expect(out.stderr.split(separator: "\n").count == 1)
-    #expect(out.stderr.contains("queue file write error") && out.stderr.contains("was revoked"))
+    #expect(out.stderr.contains("recipient refused") && out.stderr.contains("was revoked"), "\(out.stderr)")
+    #expect(out.stdout.contains("delivery: failed"))
     let message = try String(contentsOfFile: dir + "/message", encoding: .utf8)
     let token = try #require(
       message.components(separatedBy: "\r\n").first { $0.hasPrefix("https://") }?.split(separator: "/").last)
@@ -528,13 +547,17 @@ struct CLITests {
     let admin = try desk.database.connect()
     try Fixtures.account("tl321", on: admin)
     try Fixtures.device("tl321", phone: "+16175550188", on: admin)
-    let spool = TestCluster.scratch + "/cli-spool-" + UUID().uuidString.prefix(8)
-    let sms = ["HMS2FA_SMS": "spool:\(spool)"]
-
+    // A service with no SMS gateway: the code fails, and is cancelled.
+    let noGateway = try DeliveryProcess(desk.database, environment: ["HMS2FA_SMS": ""])
+    let first = try noGateway.start()
     let unset = try desk.run(
       ["phone", "verify", "jd123", "617-555-0188", "--via", "sms", "--ticket", "T1"], as: desk.tier1)
-    #expect(unset.status == 78)
+    first.stop()
+    #expect(unset.status == 69)
     #expect(unset.stderr.contains("HMS2FA_SMS"))
+    let delivery = try DeliveryProcess(desk.database)
+    let service = try delivery.start()
+    defer { service.stop() }
     for bad in ["617-555", "1-800-FLOWERS", "+999 1234567", "12345678901234567890", ""] {
       let out = try desk.run(["phone", "owner", bad], as: desk.tier1)
       #expect(out.status == 65, "\(bad)")
@@ -542,33 +565,30 @@ struct CLITests {
     }
 
     let sent = try desk.run(
-      ["phone", "verify", "jd123", "(617) 555-0188", "--via", "sms", "--ticket", "T1", "--json"], as: desk.tier1,
-      environment: sms)
+      ["phone", "verify", "jd123", "(617) 555-0188", "--via", "sms", "--ticket", "T1", "--json"], as: desk.tier1)
     #expect(sent.status == 0, "\(sent.stderr)")
     let document = try json(sent.stdout)
     #expect(document["verification_id"] as? Int != nil)
     #expect(document["expires_at"] as? String != nil)
-    let files = try FileManager.default.contentsOfDirectory(atPath: spool)
-    let message = try #require(
-      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: spool + "/" + files[0])))
-        as? [String: String])
-    let code = String(try #require(message["body"]).filter(\.isNumber).prefix(6))
+    #expect(document["delivery"] as? String == "sent")
+    let code = try #require(try delivery.lastCode())
     #expect(!sent.stdout.contains(code) && !sent.stderr.contains(code))
 
     let tier1Release = try desk.run(
-      ["phone", "confirm", "jd123", "+16175550188", "--ticket", "T1", "--release"], as: desk.tier1, stdin: code + "\n",
-      environment: ["HMS2FA_MAILER": "maildir:\(spool)-mail"])
+      ["phone", "confirm", "jd123", "+16175550188", "--ticket", "T1", "--release"], as: desk.tier1, stdin: code + "\n")
     #expect(tier1Release.status == 77)
     #expect(tier1Release.stderr.contains("hms2fa_tier2"))
 
     let confirmed = try desk.run(
       ["phone", "confirm", "jd123", "617.555.0188", "--ticket", "T1", "--release", "--json"], as: desk.tier2,
-      stdin: code + "\n", environment: ["HMS2FA_MAILER": "maildir:\(spool)-mail"])
+      stdin: code + "\n")
     #expect(confirmed.status == 0, "\(confirmed.stderr)")
     let result = try json(confirmed.stdout)
     #expect(result["verified"] as? Bool == true)
     #expect(result["released_from"] as? [String] == ["tl321"])
-    #expect(try FileManager.default.contentsOfDirectory(atPath: "\(spool)-mail/new").count == 1)
+    let notices = try #require(result["notices"] as? [[String: Any]])
+    #expect(notices.map { $0["delivery"] as? String } == ["sent"])
+    #expect(try delivery.mails().count == 1)
 
     let owner = try json(try desk.run(["phone", "owner", "+1 617 555 0188", "--json"], as: desk.tier1).stdout)
     #expect(owner["phone"] as? String == "+16175550188")
@@ -581,8 +601,9 @@ struct CLITests {
   func enrollmentReset() throws {
     let desk = try Desk()
     let admin = try desk.database.connect()
-    let maildir = TestCluster.scratch + "/cli-reset-" + UUID().uuidString.prefix(8)
-    let mail = ["HMS2FA_MAILER": "maildir:\(maildir)"]
+    let delivery = try DeliveryProcess(desk.database)
+    let service = try delivery.start()
+    let mail: [String: String] = [:]
     let base = ["enrollment", "reset", "jd123", "--ticket", "INC5", "--verified-via", "in-person"]
 
     let noYes = try desk.run(base, as: desk.tier2, environment: mail)
@@ -609,7 +630,8 @@ struct CLITests {
     #expect(result["enrollment"] as? String == "not_enrolled")
     #expect(result["start_setup_visible"] as? Bool == true)
     #expect(result["notice_sent"] as? Bool == true)
-    #expect(try FileManager.default.contentsOfDirectory(atPath: maildir + "/new").count == 1)
+    #expect(result["delivery"] as? String == "sent")
+    #expect(try delivery.mails().count == 1)
     let nothing = try desk.run(base + ["--yes"], as: desk.tier2, environment: mail)
     #expect(nothing.status == 0)
     #expect(nothing.stdout.contains("nothing to reset"))
@@ -627,11 +649,13 @@ struct CLITests {
       ["enrollment", "approve", String(id), "--ticket", "INC6"], as: desk.tier2, environment: mail)
     #expect(own.status == 77)
     let second = try desk.database.createLogin(.tier2)
-    let broken = ["HMS2FA_MAILER": "sendmail:/bin/false"]
-    let approved = try desk.run(
-      ["enrollment", "approve", String(id), "--ticket", "INC6"], as: second, environment: broken)
-    #expect(approved.status == 0, "a notice that can't be delivered doesn't undo the reset")
+    service.stop()
+    let broken = try DeliveryProcess(desk.database, environment: ["HMS2FA_MAILER": "sendmail:/bin/false"]).start()
+    defer { broken.stop() }
+    let approved = try desk.run(["enrollment", "approve", String(id), "--ticket", "INC6"], as: second)
+    #expect(approved.status == 69, "a notice that can't be delivered is reported")
     #expect(approved.stderr.contains("the reset stands"))
     #expect(approved.stdout.contains("\"Start setup\" now shows"))
+    #expect(approved.stdout.contains("delivery: failed"))
   }
 }

@@ -91,12 +91,17 @@ struct OutputSafetyTests {
     try program(
       dir + "/gateway",
       "#!/bin/sh\nenv > \(dir)/environment\ntee \(dir)/input >&2\nexit 1\n")
-    let out = try desk.run(
-      ["phone", "verify", "jd123", "617-555-0101", "--via", channel, "--ticket", "INC1"], as: desk.tier1,
+    // The delivery service runs the gateway, with what its own environment holds.
+    let service = try DeliveryProcess(
+      desk.database,
       environment: [
         "HMS2FA_SMS": "command:\(dir)/gateway", "PGPASSWORD": "db-secret-1", "PGSERVICEFILE": "/nonexistent",
         "HMS2FA_DATABASE_URL": "dbname=elsewhere", "PGPPATH": "/home/x/.pgp",
-      ])
+      ]
+    ).start()
+    defer { service.stop() }
+    let out = try desk.run(
+      ["phone", "verify", "jd123", "617-555-0101", "--via", channel, "--ticket", "INC1"], as: desk.tier1)
     #expect(out.status == 69)
     let input = try Data(contentsOf: URL(fileURLWithPath: dir + "/input"))
     let message = try #require(try JSONSerialization.jsonObject(with: input) as? [String: Any])

@@ -4,21 +4,6 @@ import Testing
 
 @testable import HelpDesk
 
-/// A scratch directory for one test.
-func scratchDirectory(_ label: String) throws -> String {
-  let path = TestCluster.scratch + "/\(label)-" + UUID().uuidString.prefix(8)
-  try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-  return path
-}
-
-/// Writes an executable shell script and returns its path.
-func script(_ body: String, in directory: String, name: String = "program") throws -> String {
-  let path = directory + "/" + name
-  try ("#!/bin/sh\n" + body + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-  try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
-  return path
-}
-
 @Suite("mail and SMS transports")
 struct DeliveryTests {
   let from = Mailbox(name: "HMS IT Service Desk", address: "itservicedesk@hms.harvard.edu")

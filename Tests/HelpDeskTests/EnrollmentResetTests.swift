@@ -367,27 +367,49 @@ struct EnrollmentResetTests {
     #expect(try setup.reset().status == "reset")
   }
 
-  @Test("the notice goes to the email of record; one that can't be delivered is recorded, the reset stands")
+  @Test("the notice is queued in the reset's own transaction: a reset made with psql notifies too")
   func notice() throws {
     let setup = try Setup()
-    let outcome = try setup.reset()
-    let maildir = try scratchDirectory("reset") + "/Maildir"
-    let settings = try DeliverySettings.fromEnvironment([:])
-    #expect(
-      EnrollmentReset.sendNotice(
-        for: outcome, ticket: setup.ticket, mailer: .maildir(directory: maildir), settings: settings, on: setup.agent)
-        == nil)
-    let files = try FileManager.default.contentsOfDirectory(atPath: maildir + "/new")
-    let mail = try String(contentsOfFile: maildir + "/new/" + files[0], encoding: .utf8)
-    #expect(mail.contains("\r\nTo: \"Jane Doe\" <jane_doe@hms.harvard.edu>\r\n"))
-    #expect(mail.contains("INC0012345") && mail.contains("617-432-2000"))
+    // Raw SQL, as a tier-2 agent in psql would: no tool, no mailer of the agent's.
+    let raw = try setup.agent.queryFirst(
+      "SELECT (hms2fa_api.reset_enrollment('jd123', 'INC0012345', 'in-person', 'old phone lost', false, NULL)->>'message_id')::bigint AS id"
+    )
+    let messageID = try #require(try raw?.decode("id", as: Int64?.self))
+    let delivery = try DeliveryProcess(setup.database)
+    #expect(try delivery.runOnce().status == 0)
+    let mails = try delivery.mails()
+    try #require(mails.count == 1)
+    #expect(mails[0].contains("\r\nTo: \"Jane Doe\" <jane_doe@hms.harvard.edu>\r\n"))
+    #expect(mails[0].contains("INC0012345") && mails[0].contains("617-432-2000"))
+    #expect(mails[0].contains("+16175550101"), "the notice names the devices removed")
+    #expect(try Outbox.follow(messageID, wait: 0, on: setup.agent) == .sent)
 
+    // A reset rolled back takes its notice with it: nothing is sent for a change that didn't happen.
+    let other = try TestDatabase.create()
+    let admin = try other.connect()
+    try Fixtures.account("kx1", on: admin)
+    try Fixtures.device("kx1", on: admin)
+    let agent = try other.connect(as: try other.createLogin(.tier2))
+    try agent.execute("BEGIN")
+    try agent.execute("SELECT hms2fa_api.reset_enrollment('kx1', 'INC1', 'in-person', NULL, false, NULL)")
+    try agent.execute("ROLLBACK")
+    let otherDelivery = try DeliveryProcess(other)
+    #expect(try otherDelivery.runOnce().status == 0)
+    #expect(try otherDelivery.mails().isEmpty)
+  }
+
+  @Test("a notice that can't be delivered fails for good after its attempts; the reset stands, recorded")
+  func noticeFailure() throws {
+    let setup = try Setup()
+    let outcome = try setup.reset()
     let dir = try scratchDirectory("reset-fail")
-    let broken = try script("cat >/dev/null; exit 1", in: dir)
-    let failure = EnrollmentReset.sendNotice(
-      for: outcome, ticket: setup.ticket, mailer: .sendmail(program: broken), settings: settings, on: setup.agent)
-    #expect(failure != nil)
-    #expect(try setup.actions() == ["enrollment.reset", "enrollment.notice_failed"])
+    let broken = try script("cat >/dev/null; echo 'no route' >&2; exit 1", in: dir)
+    let delivery = try DeliveryProcess(setup.database, environment: ["HMS2FA_MAILER": "sendmail:\(broken)"])
+    #expect(try delivery.runOnce().status == 0)
+    let id = try #require(outcome.messageID)
+    #expect(
+      try Outbox.follow(id, wait: 0, on: setup.agent) == .failed(reason: "\(broken) exited with status 1: no route"))
+    #expect(try setup.actions() == ["enrollment.reset", "delivery.failed"])
     #expect(
       try setup.admin.queryFirst("SELECT count(*)::int AS n FROM hms2fa.devices WHERE retired_at IS NULL")?
         .decode("n", as: Int.self) == 0)

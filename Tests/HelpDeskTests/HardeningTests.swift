@@ -28,11 +28,26 @@ struct HardeningTests {
       return try #require(try row?.decode("verification_id", as: Int64.self))
     }
 
-    /// A raw call of the desk's confirm of `id` with what the tool would send for `code`, or for
-    /// a wrong guess; its outcome.
-    static func confirm(_ id: Int64, wrongGuess: Int? = nil) -> Query {
-      let candidate = Secrets.sha256(salt + Array((wrongGuess.map { "guess \($0)" } ?? code).utf8))
-      return "SELECT outcome FROM hms2fa_api.confirm_verification(\(id), \(candidate), 'T1')"
+    /// A raw try at cd222's waiting code on +16175550188, as psql would make it: the right code,
+    /// or a wrong one; its id.
+    static func attempt(wrongGuess: Int? = nil) -> Query {
+      let digits = wrongGuess.map { String(format: "%06d", 900_000 + $0) } ?? code
+      return "SELECT hms2fa_api.try_code('cd222', 'ownership', '+16175550188', \(digits), 'T1') AS try_id"
+    }
+
+    /// A raw call for the verdict on try `id`.
+    static func verdict(_ id: Int64) -> Query {
+      "SELECT outcome FROM hms2fa_api.confirm_verification(\(id), 'T1')"
+    }
+
+    /// A committed try (the connection is outside a transaction), then its verdict.
+    static func guess(wrongGuess: Int? = nil, on db: Connection) throws -> String? {
+      let id = try #require(try db.queryFirst(attempt(wrongGuess: wrongGuess))?.decode("try_id", as: Int64.self))
+      return try db.queryFirst(verdict(id))?.decode("outcome", as: String.self)
+    }
+
+    static func attempts(on admin: Connection) throws -> Int? {
+      try admin.queryFirst("SELECT attempts FROM hms2fa.phone_verifications")?.decode("attempts", as: Int.self)
     }
   }
 
@@ -258,91 +273,122 @@ struct HardeningTests {
 
   // 3. Code guessing -------------------------------------------------------------------------
 
-  @Test("wrong guesses rolled back in subtransactions still cost a second each")
-  func guessesRolledBack() throws {
+  @Test("a try is judged only once committed: in its own transaction or a subtransaction it learns nothing")
+  func uncommittedTries() throws {
     let database = try TestDatabase.create()
     let admin = try database.connect()
     try Fixtures.account("cd222", on: admin)
-    let id = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    _ = try Codes.add("cd222", phone: "+16175550188", on: admin)
     let tier1 = try database.connect(as: try database.createLogin(.tier1))
-    try tier1.execute(
-      Query(
-        verbatim: """
-          DO $$
-          DECLARE
-            v_start timestamptz := clock_timestamp();
-            v_outcome text;
-          BEGIN
-            FOR i IN 1..3 LOOP
-              BEGIN
-                SELECT outcome INTO v_outcome
-                  FROM hms2fa_api.confirm_verification(\(id), sha256(convert_to('guess' || i, 'UTF8')), 'T1');
-                RAISE EXCEPTION 'take the try back (%)', v_outcome;
-              EXCEPTION WHEN raise_exception THEN
-                NULL;
-              END;
-            END LOOP;
-            PERFORM set_config('hms2fa_test.elapsed',
-                               extract(epoch FROM clock_timestamp() - v_start)::text, false);
-          END
-          $$
-          """))
-    let elapsed = try tier1.queryFirst("SELECT current_setting('hms2fa_test.elapsed')::float8 AS s")?.decode(
-      "s", as: Double.self)
-    #expect(try #require(elapsed) >= 2.9, "three guesses in \(elapsed ?? 0) s")
-    // The rollbacks did take the tries back: the guard is the time, not the count.
-    let row = try admin.queryFirst("SELECT attempts, state FROM hms2fa.phone_verifications")
-    #expect(try row?.decode("attempts", as: Int.self) == 0)
-    #expect(try row?.decode("state", as: String.self) == "pending")
+    // Guesses in subtransactions rolled back, as an attacker in psql would try them.
+    let refused = #expect(throws: PostgresError.self) {
+      try tier1.execute(
+        Query(
+          verbatim: """
+            DO $$
+            DECLARE
+              v_try bigint;
+              v_outcome text;
+            BEGIN
+              FOR i IN 1..3 LOOP
+                BEGIN
+                  v_try := hms2fa_api.try_code('cd222', 'ownership', '+16175550188', (900000 + i)::text, 'T1');
+                  SELECT outcome INTO v_outcome FROM hms2fa_api.confirm_verification(v_try, 'T1');
+                  RAISE EXCEPTION 'take the try back (%)', v_outcome USING ERRCODE = 'P0001';
+                EXCEPTION WHEN raise_exception THEN
+                  NULL;
+                END;
+              END LOOP;
+            END
+            $$
+            """))
+    }
+    #expect(refused?.sqlState == "H2U07", "the verdict is refused before any outcome is known")
+    // The same in an explicit transaction.
+    try tier1.execute("BEGIN")
+    let id = try #require(try tier1.queryFirst(Codes.attempt())?.decode("try_id", as: Int64.self))
+    let inside = #expect(throws: PostgresError.self) { try tier1.execute(Codes.verdict(id)) }
+    #expect(inside?.sqlState == "H2U07")
+    try tier1.execute("ROLLBACK")
+    #expect(try Codes.attempts(on: admin) == 0)
+    #expect(try Fixtures.auditActions(on: admin).isEmpty)
+    // Committed, the right code verifies.
+    #expect(try Codes.guess(on: tier1) == "verified")
   }
 
-  @Test("guesses at one code from parallel sessions are one a second")
-  func guessesSerialised() throws {
+  @Test("five committed tries end the code, whatever is rolled back afterwards")
+  func triesCannotBeTakenBack() throws {
     let database = try TestDatabase.create()
     let admin = try database.connect()
     try Fixtures.account("cd222", on: admin)
-    let id = try Codes.add("cd222", phone: "+16175550188", on: admin)
-    let logins = try (0..<3).map { _ in try database.createLogin(.tier1) }
+    _ = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    let tier1 = try database.connect(as: try database.createLogin(.tier1))
+    var tries: [Int64] = []
+    for n in 0..<5 {
+      tries.append(try #require(try tier1.queryFirst(Codes.attempt(wrongGuess: n))?.decode("try_id", as: Int64.self)))
+    }
+    // The verdicts asked for in a transaction that is rolled back: the tries still count, and
+    // asking again gives the same verdict (each try carries one guess).
+    try tier1.execute("BEGIN")
+    let verdicts = try tries.map { try tier1.queryFirst(Codes.verdict($0))?.decode("outcome", as: String.self) }
+    #expect(verdicts == ["locked", "not_pending", "not_pending", "not_pending", "not_pending"])
+    try tier1.execute("ROLLBACK")
+    #expect(try Codes.attempts(on: admin) == 5)
+    #expect(try tier1.queryFirst(Codes.verdict(tries[0]))?.decode("outcome", as: String.self) == "locked")
+    // The right code has no try left.
+    let sixth = #expect(throws: PostgresError.self) { try tier1.execute(Codes.attempt()) }
+    #expect(sixth?.sqlState == "H2D05")
+    let state = try admin.queryFirst("SELECT state FROM hms2fa.phone_verifications")
+    #expect(try state?.decode("state", as: String.self) == "failed")
+    // A try is judged once.
+    let twice = #expect(throws: PostgresError.self) { try tier1.execute(Codes.verdict(tries[0])) }
+    #expect(twice?.sqlState == "H2D05")
+  }
+
+  @Test("tries from parallel sessions are each counted: five in all, the rest refused")
+  func parallelTries() throws {
+    let database = try TestDatabase.create()
+    let admin = try database.connect()
+    try Fixtures.account("cd222", on: admin)
+    _ = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    let logins = try (0..<8).map { _ in try database.createLogin(.tier1) }
     let outcomes = Locked<[String]>([])
     let group = DispatchGroup()
-    let start = Date()
     for (n, login) in logins.enumerated() {
       group.enter()
       Thread.detachNewThread {
         defer { group.leave() }
         do {
           let db = try database.connect(as: login)
-          try db.execute("BEGIN")
-          let row = try db.queryFirst(Codes.confirm(id, wrongGuess: n))
-          outcomes.update { $0.append((try? row?.decode("outcome", as: String.self)) ?? "none") }
-          try db.execute("ROLLBACK")
+          let outcome = try Codes.guess(wrongGuess: n, on: db) ?? "none"
+          outcomes.update { $0.append(outcome) }
+        } catch let error as PostgresError {
+          outcomes.update { $0.append(error.sqlState ?? "?") }
         } catch {
           outcomes.update { $0.append("\(error)") }
         }
       }
     }
     group.wait()
-    let elapsed = Date().timeIntervalSince(start)
-    #expect(outcomes.value == ["wrong_code", "wrong_code", "wrong_code"])
-    #expect(elapsed >= 2.9, "three parallel guesses in \(elapsed) s")
+    #expect(outcomes.value.filter { $0 == "H2D05" }.count == 3, "\(outcomes.value)")
+    // The five tries made are judged: wrong, or over once the fifth wrong one ended the code.
+    #expect(
+      outcomes.value.filter { ["wrong_code", "locked", "not_pending"].contains($0) }.count == 5, "\(outcomes.value)")
+    #expect(try Codes.attempts(on: admin) == 5)
   }
 
-  @Test("a try cancelled before its second is up learns nothing and costs nothing")
-  func cancelledTry() throws {
+  @Test("a try is judged only for the login that made it")
+  func othersTries() throws {
     let database = try TestDatabase.create()
     let admin = try database.connect()
     try Fixtures.account("cd222", on: admin)
-    let id = try Codes.add("cd222", phone: "+16175550188", on: admin)
-    let tier1 = try database.connect(as: try database.createLogin(.tier1))
-    // The right code, cancelled: the same as a wrong one would be.
-    try tier1.execute("SET statement_timeout = '300ms'")
-    let cancelled = #expect(throws: PostgresError.self) { try tier1.execute(Codes.confirm(id)) }
-    #expect(cancelled?.sqlState == SQLState.queryCanceled)
-    let state = try admin.queryFirst("SELECT state FROM hms2fa.phone_verifications")
-    #expect(try state?.decode("state", as: String.self) == "pending")
-    #expect(try Fixtures.auditActions(on: admin).isEmpty)
-    try tier1.execute("RESET statement_timeout")
-    #expect(try tier1.queryFirst(Codes.confirm(id))?.decode("outcome", as: String.self) == "verified")
+    _ = try Codes.add("cd222", phone: "+16175550188", on: admin)
+    let mine = try database.connect(as: try database.createLogin(.tier1))
+    let other = try database.connect(as: try database.createLogin(.tier2))
+    let id = try #require(try mine.queryFirst(Codes.attempt())?.decode("try_id", as: Int64.self))
+    let refused = #expect(throws: PostgresError.self) { try other.execute(Codes.verdict(id)) }
+    #expect(refused?.sqlState == "H2D05")
+    #expect(try mine.queryFirst(Codes.verdict(id))?.decode("outcome", as: String.self) == "verified")
   }
 
   @Test("a code that expires during a transaction is refused in it")
@@ -350,12 +396,13 @@ struct HardeningTests {
     let database = try TestDatabase.create()
     let admin = try database.connect()
     try Fixtures.account("cd222", on: admin)
-    let id = try Codes.add("cd222", phone: "+16175550188", expiresIn: "2 seconds", on: admin)
+    _ = try Codes.add("cd222", phone: "+16175550188", expiresIn: "2 seconds", on: admin)
     let tier1 = try database.connect(as: try database.createLogin(.tier1))
+    let id = try #require(try tier1.queryFirst(Codes.attempt())?.decode("try_id", as: Int64.self))
     try tier1.execute("BEGIN")
     let started = try #require(try tier1.queryFirst("SELECT now()::text AS t")?.decode("t", as: String.self))
     try tier1.execute("SELECT pg_sleep(2.5)")
-    #expect(try tier1.queryFirst(Codes.confirm(id))?.decode("outcome", as: String.self) == "expired")
+    #expect(try tier1.queryFirst(Codes.verdict(id))?.decode("outcome", as: String.self) == "expired")
     try tier1.execute("COMMIT")
     // The transaction began while the code still worked: its now() alone would have let it in.
     let row = try admin.queryFirst(

@@ -11,8 +11,7 @@ struct PhoneVerificationTests {
     let database: TestDatabase
     let tier1: Connection
     let tier2: Connection
-    let spool: String
-    let maildir: String
+    let delivery: DeliveryProcess
     let ticket: Ticket
     let caller: AccountID
     let number: PhoneNumber
@@ -20,7 +19,7 @@ struct PhoneVerificationTests {
     let oldDevice: Int64
     let otherPhone: Int64
 
-    init() throws {
+    init(environment: [String: String] = [:]) throws {
       database = try TestDatabase.create()
       let admin = try database.connect()
       try Fixtures.account("cd222", name: "Chris Dale", on: admin)
@@ -30,19 +29,17 @@ struct PhoneVerificationTests {
       otherPhone = try Fixtures.device("cd222", phone: "+16175550199", isDefault: true, on: admin)
       tier1 = try database.connect(as: try database.createLogin(.tier1))
       tier2 = try database.connect(as: try database.createLogin(.tier2))
-      let dir = try scratchDirectory("phone")
-      spool = dir + "/spool"
-      maildir = dir + "/Maildir"
+      delivery = try DeliveryProcess(database, environment: environment)
       ticket = try Ticket(parsing: "INC7")
       caller = try AccountID(parsing: "cd222")
       number = try PhoneNumber(parsing: "(617) 555-0188", defaultRegion: "US")
     }
 
-    var gateway: SMSGateway { .spool(directory: spool) }
-
+    /// Queues a code, then lets the delivery service send it.
     func verify(via channel: PhoneMessage.Channel = .sms, on db: Connection? = nil) throws -> SentCode {
-      try PhoneVerification.verify(
-        caller, phone: number, via: channel, ticket: ticket, gateway: gateway, timeout: 5, on: db ?? tier1)
+      let sent = try PhoneVerification.verify(caller, phone: number, via: channel, ticket: ticket, on: db ?? tier1)
+      try #require(try delivery.runOnce().status == 0)
+      return sent
     }
 
     func confirm(_ code: String, release: Bool = false, on db: Connection? = nil) throws -> PhoneConfirmation {
@@ -50,23 +47,14 @@ struct PhoneVerificationTests {
         caller, purpose: .ownership, phone: number, code: code, ticket: ticket, release: release, on: db ?? tier1)
     }
 
-    /// The messages in the spool, oldest first, as dictionaries.
+    /// The messages handed to the gateway, oldest first.
     func messages() throws -> [[String: String]] {
-      guard FileManager.default.fileExists(atPath: spool) else { return [] }
-      let files = try FileManager.default.contentsOfDirectory(atPath: spool).filter { !$0.hasPrefix(".") }.sorted()
-      return try files.map {
-        try #require(
-          try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: spool + "/" + $0)))
-            as? [String: String])
-      }
+      try delivery.phoneMessages().map { ["to": $0.to, "channel": $0.channel, "body": $0.body] }
     }
 
     /// The code in the newest message.
     func lastCode() throws -> String {
-      let body = try #require(try messages().last?["body"])
-      let digits = body.filter(\.isNumber)
-      // A voice message reads the code twice.
-      return String(digits.prefix(6))
+      try #require(try delivery.lastCode())
     }
 
     func wrong(_ code: String) -> String {
@@ -152,8 +140,7 @@ struct PhoneVerificationTests {
     for _ in 0..<3 { _ = try setup.verify() }
     let error = #expect(throws: DeskError.self) {
       try PhoneVerification.verify(
-        try AccountID(parsing: "tl321"), phone: setup.number, via: .sms, ticket: setup.ticket, gateway: setup.gateway,
-        timeout: 5, on: setup.tier1)
+        try AccountID(parsing: "tl321"), phone: setup.number, via: .sms, ticket: setup.ticket, on: setup.tier1)
     }
     #expect(error?.status == .tryLater)
     #expect(error?.message.contains("try again after") == true)
@@ -225,15 +212,15 @@ struct PhoneVerificationTests {
     #expect(try rows.first?.decode("retired_reason", as: String.self) == "number reassigned")
     #expect(try setup.actions() == ["phone.verification_sent", "phone.verified", "phone.released"])
 
-    let settings = try DeliverySettings.fromEnvironment([:])
-    let failures = PhoneVerification.notifyReleased(
-      result.released, phone: result.phone, mailer: .maildir(directory: setup.maildir), settings: settings)
-    #expect(failures.isEmpty)
-    let files = try FileManager.default.contentsOfDirectory(atPath: setup.maildir + "/new")
-    #expect(files.count == 1)
-    let mail = try String(contentsOfFile: setup.maildir + "/new/" + files[0], encoding: .utf8)
+    // The notice was queued in the release's own transaction; the service sends it.
+    try #require(try setup.delivery.runOnce().status == 0)
+    let mails = try setup.delivery.mails()
+    #expect(mails.count == 1)
+    let mail = try #require(mails.first)
     #expect(mail.contains("\r\nTo: \"Tom Lee\" <tom_lee@hms.harvard.edu>\r\n"))
     #expect(mail.contains("+16175550188"))
+    let notice = try #require(result.released.first?.messageID)
+    #expect(try Outbox.follow(notice, wait: 0, on: setup.tier2) == .sent)
     let owner = try PhoneVerification.owner(of: setup.number, on: setup.tier1)
     #expect(owner.accounts.isEmpty)
     #expect(owner.history.map(\.accountId) == ["tl321"])
@@ -258,7 +245,7 @@ struct PhoneVerificationTests {
     #expect(try setup.actions() == ["phone.verification_sent", "phone.verified"])
   }
 
-  @Test("a holder made high risk during the try's second is not released")
+  @Test("a holder made high risk between the early check and the retire is not released")
   func releaseRace() throws {
     let setup = try Setup()
     _ = try setup.verify()
@@ -266,6 +253,11 @@ struct PhoneVerificationTests {
     let login = try setup.database.createLogin(.tier2)
     let database = setup.database
     let number = setup.number
+    // The old holder turns high risk in a transaction still open: the release's early check
+    // reads the committed row (not high risk), then waits for the row's lock before retiring.
+    let admin = try setup.database.connect()
+    try admin.execute("BEGIN")
+    try admin.execute("UPDATE hms2fa.accounts SET high_risk = true WHERE account_id = 'tl321'")
     let outcome = Locked<String?>(nil)
     let group = DispatchGroup()
     group.enter()
@@ -274,50 +266,42 @@ struct PhoneVerificationTests {
       let result = Self.confirmElsewhere(code, number: number, release: true, as: login, in: database)
       outcome.update { $0 = result }
     }
-    // Once the try is waiting out its second (past the early check), the old holder turns high risk.
-    let admin = try setup.database.connect()
-    var sleeping = false
-    for _ in 0..<500 where !sleeping {
-      sleeping =
-        try admin.queryFirst("SELECT count(*) > 0 AS s FROM pg_stat_activity WHERE wait_event = 'PgSleep'")?
-        .decode("s", as: Bool.self) ?? false
-      if !sleeping { usleep(10_000) }
-    }
-    #expect(sleeping)
-    try admin.execute("UPDATE hms2fa.accounts SET high_risk = true WHERE account_id = 'tl321'")
+    let watcher = try setup.database.connect()
+    #expect(try Fixtures.waitForLockWait(of: login, on: watcher))
+    try admin.execute("COMMIT")
     group.wait()
     #expect(outcome.value == "noPermission")
     let retired = try admin.queryFirst("SELECT count(*) AS n FROM hms2fa.devices WHERE retired_at IS NOT NULL")
     #expect(try retired?.decode("n", as: Int64.self) == 0)
   }
 
-  @Test("a gateway that fails cancels the code and is 69")
+  @Test("a gateway that fails cancels the code, and the desk sees it failed")
   func deliveryFailure() throws {
-    let setup = try Setup()
     let dir = try scratchDirectory("gateway")
     let program = try script("cat >/dev/null; echo 'gateway: 503' >&2; exit 1", in: dir)
-    let error = #expect(throws: DeskError.self) {
-      try PhoneVerification.verify(
-        setup.caller, phone: setup.number, via: .sms, ticket: setup.ticket, gateway: .command(program: program),
-        timeout: 5, on: setup.tier1)
-    }
-    #expect(error?.status == .unavailable)
-    #expect(error?.message.contains("cancelled") == true)
+    let setup = try Setup(environment: ["HMS2FA_SMS": "command:\(program)"])
+    let sent = try PhoneVerification.verify(
+      setup.caller, phone: setup.number, via: .sms, ticket: setup.ticket, on: setup.tier1)
+    #expect(try setup.delivery.runOnce().status == 0)
+    #expect(
+      try Outbox.follow(sent.messageID, wait: 0, on: setup.tier1)
+        == .failed(reason: "\(program) exited with status 1: gateway: 503"))
     let state = try setup.database.connect().queryFirst("SELECT state FROM hms2fa.phone_verifications")
     #expect(try state?.decode("state", as: String.self) == "cancelled")
+    #expect(try setup.actions() == ["phone.verification_sent", "delivery.failed"])
   }
 
   @Test("identity check: the code goes only to a phone on file, and a right one is a proof")
   func identity() throws {
     let setup = try Setup()
     let sent = try PhoneVerification.identityCheck(
-      setup.caller, device: nil, via: .sms, ticket: setup.ticket, gateway: setup.gateway, timeout: 5, on: setup.tier1)
+      setup.caller, device: nil, via: .sms, ticket: setup.ticket, on: setup.tier1)
+    try #require(try setup.delivery.runOnce().status == 0)
     #expect(sent.phone == "+16175550199")
     #expect(sent.deviceID == setup.otherPhone)
     let notTheirs = #expect(throws: DeskError.self) {
       try PhoneVerification.identityCheck(
-        setup.caller, device: setup.oldDevice, via: .sms, ticket: setup.ticket, gateway: setup.gateway, timeout: 5,
-        on: setup.tier1)
+        setup.caller, device: setup.oldDevice, via: .sms, ticket: setup.ticket, on: setup.tier1)
     }
     #expect(notTheirs?.status == .dataError)
     let confirmed = try PhoneVerification.confirm(
@@ -326,7 +310,7 @@ struct PhoneVerificationTests {
       "SELECT (hms2fa.identity_proof('cd222', interval '15 minutes')).verification_id AS id")
     #expect(try proof?.decode("id", as: Int64?.self) == sent.verificationID)
     // The proof's end as the agent is told it: by the database's clock, never after the moment
-    // the reset stops accepting it, and early by no more than the confirmation's one-second wait.
+    // the reset stops accepting it, and early by no more than a moment.
     let ends = try setup.database.connect().queryFirst(
       "SELECT ended_at + interval '15 minutes' AS ends FROM hms2fa.phone_verifications WHERE verification_id = \(sent.verificationID)"
     )
@@ -346,7 +330,8 @@ struct PhoneVerificationTests {
       for statement: Query in [
         "SELECT * FROM hms2fa.phone_verifications",
         "SELECT * FROM hms2fa_api.phone_owner('+16175550188')",
-        "SELECT * FROM hms2fa_api.pending_verification('cd222', 'ownership', '+16175550188')",
+        "SELECT hms2fa_api.try_code('cd222', 'ownership', '+16175550188', '123456', 'T1')",
+        "SELECT * FROM hms2fa_api.confirm_verification(1, 'T1')",
       ] {
         let error = #expect(throws: PostgresError.self) { try db.execute(statement) }
         #expect(error?.sqlState == SQLState.insufficientPrivilege, "\(tier?.rawValue ?? "none"): \(statement.sql)")

@@ -12,7 +12,13 @@
 /// Why a message could not be handed over. Its description never contains the message.
 public struct DeliveryFailure: Error, CustomStringConvertible, Sendable {
   public var reason: String
-  public init(_ reason: String) { self.reason = reason }
+  /// Worth trying again later (a full disk, a gateway that timed out or said EX_TEMPFAIL), as
+  /// opposed to a refusal that the same message would meet again.
+  public var temporary: Bool
+  public init(_ reason: String, temporary: Bool = true) {
+    self.reason = reason
+    self.temporary = temporary
+  }
   public var description: String { reason }
 }
 
@@ -82,7 +88,7 @@ enum DeliveryProgram {
     guard spawned == 0 else {
       close(stdinPipe[1])
       close(stderrPipe[0])
-      throw DeliveryFailure("cannot run \(program): \(String(cString: strerror(spawned)))")
+      throw DeliveryFailure("cannot run \(program): \(String(cString: strerror(spawned)))", temporary: false)
     }
 
     let deadline = monotonicSeconds() + timeout
@@ -145,7 +151,8 @@ enum DeliveryProgram {
       var printed = String(decoding: errorOutput, as: UTF8.self)
       for secret in secrets where !secret.isEmpty { printed = printed.replacing(secret, with: "[redacted]") }
       let firstLine = printed.split(whereSeparator: \.isNewline).first.map { ": " + String($0.prefix(200)) } ?? ""
-      throw DeliveryFailure("\(program) exited with status \(exitCode)\(firstLine)")
+      // sysexits' EX_TEMPFAIL (75) asks to try again; any other status is a refusal.
+      throw DeliveryFailure("\(program) exited with status \(exitCode)\(firstLine)", temporary: exitCode == 75)
     }
   }
 
