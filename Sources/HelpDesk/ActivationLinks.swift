@@ -88,7 +88,7 @@ public enum ActivationLinks {
         name: displayName, link: settings.activationURL + "/" + token.text, device: link.deviceLabel,
         expiresAt: link.expiresAt, ticket: ticket.value))
     do {
-      try mailer.deliver(message, timeout: settings.timeout, secrets: [token.text])
+      try mailer.deliver(message, bounce: settings.bounce, timeout: settings.timeout, secrets: [token.text])
     } catch {
       let revoked: String
       do {

@@ -209,7 +209,7 @@ public enum EnrollmentReset {
         HMS IT Service Desk
         """)
     do {
-      try mailer.deliver(message, timeout: settings.timeout)
+      try mailer.deliver(message, bounce: settings.bounce, timeout: settings.timeout)
       return nil
     } catch {
       let reason = "the notice to \(outcome.email) could not be delivered: \(error.reason)"

@@ -285,7 +285,7 @@ public enum PhoneVerification {
           HMS IT Service Desk
           """)
       do {
-        try mailer.deliver(message, timeout: settings.timeout)
+        try mailer.deliver(message, bounce: settings.bounce, timeout: settings.timeout)
       } catch {
         failures.append("the notice to \(holder.accountId) <\(holder.email)> could not be delivered: \(error.reason)")
       }
