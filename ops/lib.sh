@@ -31,6 +31,10 @@ ensure_prerequisites() {
     missing+=(libphonenumber-dev)
   [ -f "$libdir/libicuuc.a" ] || missing+=(libicu-dev)
   [ -n "$(pg_bindir)" ] || missing+=(postgresql-15)
+  # The mail tests hand a message to a real exim through its sendmail interface, and read what it
+  # delivered with Python's email parser.
+  [ -x /usr/sbin/exim4 ] || missing+=(exim4-daemon-light)
+  [ -x /usr/bin/python3 ] || missing+=(python3)
   command -v swift >/dev/null 2>&1 || [ -x /opt/swift/usr/bin/swift ] || die "Swift 6 is not installed (expected on PATH or in /opt/swift)"
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"

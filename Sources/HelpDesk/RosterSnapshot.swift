@@ -528,32 +528,11 @@ final class RosterSnapshot: RosterFeed.Recogniser {
     return true
   }
 
-  /// `EmailAddress(ofRecord:)` keeps it as it is: printable ASCII without spaces, at most 254
-  /// bytes, one '@' with text before it, a domain of two or more non-empty labels with no
-  /// capital letters.
+  /// `EmailAddress(ofRecord:)` keeps it as it is: an address under its rule, with no space at
+  /// either end and no capital letters after the '@'.
   static func isNormalEmail(_ bytes: UnsafeRawBufferPointer) -> Bool {
-    guard !bytes.isEmpty, bytes.count <= 254 else { return false }
-    var at: Int?
-    var lastDot: Int?
-    var previous: UInt8 = 0
-    for index in 0..<bytes.count {
-      let byte = bytes[index]
-      if byte <= 0x20 || byte >= 0x7F { return false }
-      if byte == 0x40 {
-        guard at == nil, index > 0 else { return false }
-        at = index
-      } else if let at {
-        if byte == 0x2E {
-          guard index > at + 1, previous != 0x2E else { return false }
-          lastDot = index
-        } else if byte >= 0x41 && byte <= 0x5A {
-          return false
-        }
-      }
-      previous = byte
-    }
-    guard let lastDot, lastDot < bytes.count - 1 else { return false }
-    return true
+    guard EmailAddress.flaw(in: bytes) == nil, let at = bytes.lastIndex(of: 0x40) else { return false }
+    return !bytes[(at + 1)...].contains { $0 >= 0x41 && $0 <= 0x5A }
   }
 
   private static func isLowerAlphanumeric(_ byte: UInt8) -> Bool {

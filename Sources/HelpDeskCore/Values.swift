@@ -52,19 +52,15 @@ public struct AccountID: Hashable, Sendable, CustomStringConvertible, Codable {
   public var description: String { value }
 }
 
-/// An email address as typed to find a person by their email of record.
+/// An email address as typed to find a person by their email of record: an address under the
+/// rule of `EmailAddress.flaw(in:)`, as typed (look-ups ignore case).
 public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
   public let value: String
 
-  /// - Throws: a usage `DeskError` unless the text looks like `local@domain`.
+  /// - Throws: a usage `DeskError` saying what keeps the text from being an address.
   public init(parsing text: String) throws(DeskError) {
     let trimmed = text.trimmingASCIISpaces()
-    let parts = trimmed.split(separator: "@", omittingEmptySubsequences: false)
-    let printable = trimmed.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value != 0x7F }
-    guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, printable, trimmed.utf8.count <= 254
-    else {
-      throw .usage("\(quoted(trimmed)) is not an email address")
-    }
+    if let flaw = Self.flaw(in: Array(trimmed.utf8)) { throw .usage("\(quoted(trimmed)) \(flaw)") }
     value = trimmed
   }
 
@@ -72,74 +68,115 @@ public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension EmailAddress {
-  /// An email of record as the identity feed gives it: trimmed; exactly one `@`; a non-empty
-  /// local part; a domain of two or more non-empty dot-separated labels; no spaces or control
-  /// characters; at most 254 bytes. The domain's letters A–Z are lowercased (domains are
-  /// case-insensitive); the local part is kept as it is, since a mail server may tell its cases
-  /// apart. `hms2fa.roster_row_problem` checks the same in the database.
+  /// An email of record as the identity feed gives it: trimmed, then an address under the rule
+  /// of `flaw(in:)`. The domain's letters are lowercased (domains are case-insensitive); the
+  /// local part is kept as it is, since a mail server may tell its cases apart. The roster's
+  /// staging table (`hms2fa_api.open_roster_feed`) checks the same in the database.
   ///
   /// - Throws: a bad-data `DeskError` saying what is wrong.
   public init(ofRecord text: String) throws(DeskError) {
     let trimmed = text.trimmingASCIISpaces()
-    guard !trimmed.isEmpty else { throw .badData("the email is empty") }
-    guard trimmed.utf8.count <= 254 else { throw .badData("\(quoted(trimmed)) is too long for an email address") }
-    // Nearly every address is ASCII: checked byte by byte, without Unicode property look-ups
-    // (a million-row feed spends most of its checking time here otherwise).
-    if let ascii = Self.asciiRecord(trimmed) {
-      value = ascii
-      return
-    }
-    var at: String.UnicodeScalarView.Index?
-    for index in trimmed.unicodeScalars.indices {
-      let scalar = trimmed.unicodeScalars[index]
-      if scalar == "@" {
-        guard at == nil else { throw .badData("\(quoted(trimmed)) has more than one '@'") }
-        at = index
-      } else if scalar.properties.isWhitespace || scalar.properties.generalCategory == .control {
-        throw .badData("\(quoted(trimmed)) contains a space or a control character")
+    var bytes = Array(trimmed.utf8)
+    if let flaw = Self.flaw(in: bytes) { throw .badData("\(quoted(trimmed)) \(flaw)") }
+    // Nearly every domain is lowercase already: the string is rebuilt only when it changes (a
+    // million-row feed parses a million of these).
+    var lowered = false
+    if let at = bytes.lastIndex(of: 0x40) {
+      for index in (at + 1)..<bytes.count where (0x41...0x5A).contains(bytes[index]) {
+        bytes[index] += 0x20
+        lowered = true
       }
     }
-    guard let at else { throw .badData("\(quoted(trimmed)) is not an email address (no '@')") }
-    let local = trimmed.unicodeScalars[..<at]
-    let domain = trimmed.unicodeScalars[trimmed.unicodeScalars.index(after: at)...]
-    guard !local.isEmpty else { throw .badData("\(quoted(trimmed)) has nothing before the '@'") }
-    let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
-    guard labels.count >= 2, labels.allSatisfy({ !$0.isEmpty }) else {
-      throw .badData("\(quoted(trimmed)) has no valid domain (e.g. hms.harvard.edu) after the '@'")
-    }
-    var normalised = String.UnicodeScalarView(local)
-    normalised.append("@")
-    for scalar in domain {
-      normalised.append(("A"..."Z").contains(scalar) ? Unicode.Scalar(scalar.value + 32) ?? scalar : scalar)
-    }
-    value = String(normalised)
+    value = lowered ? String(decoding: bytes, as: UTF8.self) : trimmed
   }
 
-  /// The normalised address when `text` is ASCII and valid; nil for anything else, which the
-  /// general path then checks and explains.
-  private static func asciiRecord(_ text: String) -> String? {
-    var bytes = Array(text.utf8)
+  /// The one address rule of the registry, the roster import and the mailer (the database's
+  /// `hms2fa.is_email_address` is the same): a single RFC 5322 addr-spec in dot-atom form, ASCII
+  /// only. The local part is atext (letters, digits and ``!#$%&'*+/=?^_`{|}~-``) with single
+  /// dots, none at either end; then one `@`; then a domain of two or more dot-separated labels
+  /// of letters, digits and `-`, none starting or ending with `-`; at most 254 bytes in all. So
+  /// no display name, comma, angle bracket, quote, parenthesis, space or control character:
+  /// such text could name a second recipient to a mail program.
+  ///
+  /// Inlinable, so that a roster's million addresses are checked by code specialised for their
+  /// bytes' container (`RosterSnapshot`'s raw buffers, an array here), not by generic calls.
+  ///
+  /// - Returns: nil for an address; otherwise what is wrong, worded to follow the quoted text.
+  @inlinable
+  package static func flaw<Bytes: RandomAccessCollection<UInt8>>(in bytes: Bytes) -> String?
+  where Bytes.Index == Int {
+    guard !bytes.isEmpty else { return "is empty, not an email address" }
+    guard bytes.count <= 254 else { return "is too long for an email address (at most 254 bytes)" }
     var at: Int?
-    var lastDot: Int?
-    var previous: UInt8 = 0
+    // The start of the current dot-separated part (of the local part, then of a label).
+    var partStart = bytes.startIndex
+    var labels = 0
     for index in bytes.indices {
       let byte = bytes[index]
-      if byte <= 0x20 || byte >= 0x7F { return nil }
       if byte == 0x40 {  // @
-        guard at == nil, index > 0 else { return nil }
+        guard at == nil else { return "has more than one '@'" }
+        guard index > bytes.startIndex else { return "has nothing before the '@'" }
+        guard index > partStart else { return "has a '.' right before the '@'" }
         at = index
-      } else if let at {
-        if byte == 0x2E {  // .
-          guard index > at + 1, previous != 0x2E else { return nil }
-          lastDot = index
-        } else if byte >= 0x41 && byte <= 0x5A {  // A-Z in the domain
-          bytes[index] = byte + 32
+        partStart = index + 1
+      } else if byte == 0x2E {  // .
+        guard index > partStart else {
+          return at == nil
+            ? "has a '.' at the start, or two in a row, before the '@'"
+            : "has no valid domain (e.g. hms.harvard.edu) after the '@'"
         }
+        if at != nil {
+          guard bytes[index - 1] != 0x2D else { return "has a domain label ending in '-'" }
+          labels += 1
+        }
+        partStart = index + 1
+      } else if at == nil {
+        guard isAtext(byte) else { return unusable(byte, inDomain: false) }
+      } else {
+        guard isLabelByte(byte) else { return unusable(byte, inDomain: true) }
+        guard byte != 0x2D || index > partStart else { return "has a domain label starting with '-'" }
       }
-      previous = byte
     }
-    guard let lastDot, lastDot < bytes.count - 1 else { return nil }
-    return String(decoding: bytes, as: UTF8.self)
+    guard at != nil else { return "is not an email address (no '@')" }
+    guard bytes.endIndex > partStart, labels >= 1 else {
+      return "has no valid domain (e.g. hms.harvard.edu) after the '@'"
+    }
+    guard bytes[bytes.endIndex - 1] != 0x2D else { return "has a domain label ending in '-'" }
+    return nil
+  }
+
+  /// Letters, digits and ``!#$%&'*+/=?^_`{|}~-`` (RFC 5322 atext, ASCII).
+  @inlinable
+  package static func isAtext(_ byte: UInt8) -> Bool {
+    switch byte {
+    case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
+    case 0x21, 0x23...0x27, 0x2A, 0x2B, 0x2D, 0x2F, 0x3D, 0x3F, 0x5E...0x60, 0x7B...0x7E: true
+    default: false
+    }
+  }
+
+  /// Letters, digits and `-`.
+  @inlinable
+  package static func isLabelByte(_ byte: UInt8) -> Bool {
+    switch byte {
+    case 0x30...0x39, 0x41...0x5A, 0x61...0x7A, 0x2D: true
+    default: false
+    }
+  }
+
+  /// Why `byte` has no place where it is.
+  @usableFromInline
+  package static func unusable(_ byte: UInt8, inDomain: Bool) -> String {
+    if byte >= 0x80 {
+      return "is not plain ASCII: an email address here has no accented letters or other scripts"
+    }
+    if byte <= 0x20 || byte == 0x7F { return "contains a space or a control character" }
+    let shown = "'\(Character(Unicode.Scalar(byte)))'"
+    if inDomain && isAtext(byte) {
+      return "has \(shown) after the '@', where only letters, digits, '-' and '.' may be"
+    }
+    return "contains \(shown): only a bare address is allowed (no display name, comma, angle bracket, "
+      + "quote or parenthesis)"
   }
 }
 

@@ -113,8 +113,8 @@ struct DeliveryTests {
     let dir = try scratchDirectory("maildir") + "/Maildir"
     let mailer = Mailer.maildir(directory: dir)
     let message = MailMessage(from: from, to: Mailbox(address: "a@hms.harvard.edu"), subject: "s", body: "b")
-    try mailer.deliver(message, timeout: 5)
-    try mailer.deliver(message, timeout: 5)
+    try mailer.deliver(message, bounce: from.address, timeout: 5)
+    try mailer.deliver(message, bounce: from.address, timeout: 5)
     let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/new")
     #expect(files.count == 2)
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/tmp").isEmpty)
@@ -122,13 +122,15 @@ struct DeliveryTests {
     #expect(Array(stored) == message.rendered())
   }
 
-  @Test("sendmail gets the message on stdin with -t -oi")
+  @Test("sendmail gets the message on stdin, the recipient as an argument and the bounce address with -f")
   func sendmail() throws {
     let dir = try scratchDirectory("sendmail")
     let program = try script("echo \"$@\" > \(dir)/args; cat > \(dir)/message", in: dir)
     let message = MailMessage(from: from, to: Mailbox(address: "a@hms.harvard.edu"), subject: "s", body: "b")
-    try Mailer.sendmail(program: program).deliver(message, timeout: 5)
-    #expect(try String(contentsOfFile: dir + "/args", encoding: .utf8) == "-t -oi\n")
+    try Mailer.sendmail(program: program).deliver(message, bounce: "bounces@hms.harvard.edu", timeout: 5)
+    #expect(
+      try String(contentsOfFile: dir + "/args", encoding: .utf8)
+        == "-oi -f bounces@hms.harvard.edu -- a@hms.harvard.edu\n")
     #expect(Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/message"))) == message.rendered())
   }
 
@@ -138,7 +140,7 @@ struct DeliveryTests {
     let program = try script("cat >/dev/null; echo 'mail queue is full' >&2; echo more >&2; exit 75", in: dir)
     let message = MailMessage(from: from, to: Mailbox(address: "a@hms.harvard.edu"), subject: "s", body: "b")
     let error = #expect(throws: DeliveryFailure.self) {
-      try Mailer.sendmail(program: program).deliver(message, timeout: 5)
+      try Mailer.sendmail(program: program).deliver(message, bounce: from.address, timeout: 5)
     }
     #expect(error?.reason.contains("exited with status 75: mail queue is full") == true)
   }

@@ -340,11 +340,14 @@ struct RosterDeltaTests {
       (0..<random.next(below: 5)).map { _ in alphabet[random.next(below: alphabet.count)] }.joined()
     }
     for round in 0..<1200 {
-      // Every other value is shaped like an address, or few would be one.
+      // Every other value is shaped like an address, or few would be one; every fourth has
+      // letters at the ends of its parts too, or few would pass the address rule.
       let text =
-        round % 2 == 0
-        ? piece(&random) + piece(&random)
-        : piece(&random) + "@" + piece(&random) + "." + piece(&random)
+        switch round % 4 {
+        case 0, 2: piece(&random) + piece(&random)
+        case 1: piece(&random) + "@" + piece(&random) + "." + piece(&random)
+        default: "j" + piece(&random) + "d@h" + piece(&random) + "s.e" + piece(&random) + "u"
+        }
       let bytes = Array(text.utf8)
       let normal = bytes.withUnsafeBytes { raw in
         [RosterSnapshot.isNormalID(raw), RosterSnapshot.isNormalName(raw), RosterSnapshot.isNormalEmail(raw)]

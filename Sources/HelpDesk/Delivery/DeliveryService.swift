@@ -165,8 +165,8 @@ public enum DeliveryService {
       case .token(let token):
         let link = transports.settings.activationURL + "/" + token.text
         try transports.mailer.deliver(
-          try message.email(from: transports.settings, link: link), timeout: transports.settings.timeout,
-          secrets: [token.text])
+          try message.email(from: transports.settings, link: link), bounce: transports.settings.bounce,
+          timeout: transports.settings.timeout, secrets: [token.text])
       case .code(let code):
         guard let gateway = transports.sms else {
           throw DeliveryFailure(
@@ -177,7 +177,8 @@ public enum DeliveryService {
           secrets: [code.digits, OutboxMessage.spoken(code)])
       case nil:
         try transports.mailer.deliver(
-          try message.email(from: transports.settings), timeout: transports.settings.timeout)
+          try message.email(from: transports.settings), bounce: transports.settings.bounce,
+          timeout: transports.settings.timeout)
       }
     } catch {
       failure = error

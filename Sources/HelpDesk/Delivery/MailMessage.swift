@@ -36,11 +36,16 @@ public struct Mailbox: Sendable, Hashable {
     }
   }
 
-  /// A plain `local@domain` of printable ASCII, without spaces, quotes or angle brackets.
+  /// An address under the one rule of the registry, the roster import and the mailer
+  /// (`EmailAddress.flaw(in:)`): a bare `local@domain`, nothing a mail program could read as a
+  /// second recipient.
   static func isAddress(_ text: String) -> Bool {
-    let parts = text.split(separator: "@", omittingEmptySubsequences: false)
-    guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), text.utf8.count <= 254 else { return false }
-    return text.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && !"<>()[],;:\\\"".utf8.contains($0) }
+    addressFlaw(text) == nil
+  }
+
+  /// What keeps `text` from being an address, worded to follow it quoted; nil for an address.
+  static func addressFlaw(_ text: String) -> String? {
+    EmailAddress.flaw(in: Array(text.utf8))
   }
 
   /// The header form: the name quoted when it is plain ASCII and short enough for one line of

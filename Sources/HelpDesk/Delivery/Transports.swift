@@ -6,7 +6,8 @@
 
 /// How mail leaves the desk (`HMS2FA_MAILER`).
 public enum Mailer: Sendable, Equatable {
-  /// A sendmail-compatible program, run as `PROGRAM -t -oi` with the message on stdin.
+  /// A sendmail-compatible program, run as `PROGRAM -oi -f BOUNCE -- RECIPIENT` with the message
+  /// on stdin: the recipient is the argument, never read from the headers (`-t`).
   case sendmail(program: String)
   /// One file per message under `DIR/new/`, written in `DIR/tmp/` first.
   case maildir(directory: String)
@@ -42,16 +43,32 @@ public enum Mailer: Sendable, Equatable {
     return mailer
   }
 
-  /// Hands the message over; returns once the transport has accepted it.
+  /// Hands the message over to `message.to.address` alone; returns once the transport has
+  /// accepted it. `bounce` is the envelope sender, where a mail server returns what it can't
+  /// deliver (a maildir has no envelope and ignores it).
   ///
-  /// - Throws: `DeliveryFailure` when the program fails or hangs past `timeout` seconds, or the
-  ///   maildir can't be written.
+  /// - Throws: `DeliveryFailure` when the recipient or the bounce address is not an address
+  ///   under the one rule (`EmailAddress.flaw(in:)`; nothing is run or written then), the
+  ///   program fails or hangs past `timeout` seconds, or the maildir can't be written.
   /// `secrets` (a link's token) are blanked out of anything the program printed that ends up in
   /// the failure's reason.
-  public func deliver(_ message: MailMessage, timeout: Double, secrets: [String] = []) throws(DeliveryFailure) {
+  public func deliver(
+    _ message: MailMessage, bounce: String, timeout: Double, secrets: [String] = []
+  ) throws(DeliveryFailure) {
+    // The database and the roster import hold emails of record to the rule already; this is the
+    // last stop before a mail program, which would read a comma or angle brackets as more
+    // recipients.
+    let recipient = message.to.address
+    if let flaw = Mailbox.addressFlaw(recipient) {
+      throw DeliveryFailure("the recipient \(quoted(recipient)) \(flaw); nothing was sent")
+    }
     switch self {
     case .sendmail(let program):
-      try DeliveryProgram.run([program, "-t", "-oi"], input: message.rendered(), timeout: timeout, secrets: secrets)
+      if let flaw = Mailbox.addressFlaw(bounce) {
+        throw DeliveryFailure("the bounce address \(quoted(bounce)) \(flaw); nothing was sent")
+      }
+      try DeliveryProgram.run(
+        [program, "-oi", "-f", bounce, "--", recipient], input: message.rendered(), timeout: timeout, secrets: secrets)
     case .maildir(let directory):
       for sub in ["", "/tmp", "/new", "/cur"] { try ensureDirectory(directory + sub) }
       let name = uniqueFileName()
@@ -152,14 +169,19 @@ public struct DeliverySettings: Sendable {
   public var activationURL: String
   /// Seconds a delivery program may take (`HMS2FA_DELIVERY_TIMEOUT`, default 30s).
   public var timeout: Double
+  /// The envelope sender of every email, where bounces go (`HMS2FA_MAIL_BOUNCE`, default the
+  /// From address).
+  public var bounce: String
 
   public static let defaultFrom = "HMS IT Service Desk <itservicedesk@hms.harvard.edu>"
   public static let defaultActivationURL = "https://my.hms.harvard.edu/2fa/activate"
 
-  public init(from: Mailbox, activationURL: String, timeout: Double) {
+  /// `bounce` nil: the From address.
+  public init(from: Mailbox, activationURL: String, timeout: Double, bounce: String? = nil) {
     self.from = from
     self.activationURL = activationURL
     self.timeout = timeout
+    self.bounce = bounce ?? from.address
   }
 
   /// - Throws: a configuration `DeskError` (78) for a setting that can't be used.
@@ -168,6 +190,11 @@ public struct DeliverySettings: Sendable {
     guard let from = Mailbox(parsing: fromText) else {
       throw DeskError(
         .configuration, "HMS2FA_MAIL_FROM=\(quoted(fromText)) is not a mailbox: write e.g. \(defaultFrom)")
+    }
+    let bounce = environment["HMS2FA_MAIL_BOUNCE"] ?? from.address
+    if let flaw = Mailbox.addressFlaw(bounce) {
+      throw DeskError(
+        .configuration, "HMS2FA_MAIL_BOUNCE=\(quoted(bounce)) \(flaw); write a bare address, e.g. \(from.address)")
     }
     var url = environment["HMS2FA_ACTIVATION_URL"] ?? defaultActivationURL
     while url.hasSuffix("/") { url.removeLast() }
@@ -187,6 +214,6 @@ public struct DeliverySettings: Sendable {
       }
       timeout = Double(duration.seconds)
     }
-    return DeliverySettings(from: from, activationURL: url, timeout: timeout)
+    return DeliverySettings(from: from, activationURL: url, timeout: timeout, bounce: bounce)
   }
 }
