@@ -112,8 +112,12 @@ public enum DeliveryService {
     while !shouldStop() {
       try drain(on: db, transports: transports, policy: policy, shouldStop: shouldStop, report: report)
       if shouldStop() { break }
+      // In slices of a second: a stop signal may land on another thread than this wait's.
+      let until = DeliveryProgram.monotonicSeconds() + idle
       do {
-        _ = try db.waitForNotification(timeout: idle)
+        while !shouldStop(), DeliveryProgram.monotonicSeconds() < until,
+          try db.waitForNotification(timeout: min(1, until - DeliveryProgram.monotonicSeconds())) == nil
+        {}
       } catch {
         throw deskError(error, doing: action, on: db)
       }
