@@ -10,7 +10,9 @@ struct StaffCommand: ParsableCommand {
     discussion: """
       Tiers are database group roles: tier1 (look up, verify phones, send links), tier2 \
       (also resets and approvals), batch (nightly jobs), auditor (read and verify the audit \
-      log), signin (the sign-in service). The login must already exist (CREATE ROLE … LOGIN).
+      log), signin (the sign-in service), delivery (the delivery service's own login: the only \
+      one that makes secrets and sends messages; never a person's). The login must already \
+      exist (CREATE ROLE … LOGIN).
       """,
     subcommands: [Grant.self, Revoke.self, List.self]
   )

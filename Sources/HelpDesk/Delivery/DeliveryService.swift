@@ -203,7 +203,7 @@ public enum DeliveryService {
     let reason = failure.map { f in
       outcome == "failed" && f.temporary ? "\(f.reason) (attempt \(message.attempt), giving up)" : f.reason
     }
-    try desk(action, on: db) {
+    _ = try desk(action, on: db) {
       try db.execute(
         """
         SELECT hms2fa_api.record_delivery(\(message.messageID), \(message.attempt), \(outcome), \(reason),
