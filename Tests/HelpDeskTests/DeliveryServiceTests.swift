@@ -99,6 +99,48 @@ struct DeliveryServiceTests {
     #expect(setRole?.sqlState == SQLState.insufficientPrivilege)
   }
 
+  @Test("in psql, a tier-2 login can't choose a link's token, read the queue or become the service")
+  func psqlAttacks() throws {
+    let setup = try Setup()
+    let link = try setup.sendLink()
+    let login = try setup.database.createLogin(.tier2)
+    let psql =
+      (TestCluster.serverBinaries.map { $0 + "/psql" }).flatMap {
+        FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil
+      } ?? "/usr/bin/psql"
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: psql)
+    process.arguments = ["-X", "-v", "ON_ERROR_STOP=0", try setup.database.conninfo(user: login)]
+    process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"]
+    let input = Pipe()
+    let output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    input.fileHandleForWriting.write(
+      Data(
+        """
+        SELECT hms2fa_api.create_activation_link('jd123', NULL, sha256('known-token'), '7 days', 'INC-1');
+        SELECT * FROM hms2fa_api.start_phone_verification('jd123', '+16175550100', 'sms', sha256('123456'), '\\x00', 'INC-1');
+        SELECT * FROM hms2fa.outbox;
+        SELECT hms2fa_api.store_message_secret(\(link.messageID), sha256('known-token'), NULL);
+        SET ROLE hms2fa_delivery;
+        SET ROLE hms2fa_owner;
+        SELECT count(*) AS claimed FROM hms2fa_api.claim_message('1 minute');
+
+        """.utf8))
+    try input.fileHandleForWriting.close()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    let errors = text.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("ERROR:") }
+    #expect(errors.count == 7, "\(text)")
+    #expect(errors.filter { $0.contains("does not exist") }.count == 2, "the old signatures are gone: \(text)")
+    #expect(errors.filter { $0.contains("permission denied") }.count == 5, "\(text)")
+    #expect(try setup.redeem("known-token") == nil)
+    #expect(try setup.message(link.messageID).state == "queued")
+  }
+
   @Test("the service's login can't act for the desk, nor read the registry's tables")
   func serviceIsNoAgent() throws {
     let setup = try Setup()
