@@ -61,6 +61,8 @@ public struct ResetOutcome: Sendable {
   public var planFingerprint: String?
   /// The notice to the email of record, queued in the reset's own transaction.
   public var messageID: Int64?
+  /// A request for this account waiting for a second agent: while it waits, no other reset.
+  public var pendingRequestID: Int64?
 
   init(_ d: JSONFields) throws {
     status = try d.string("status")
@@ -91,6 +93,7 @@ public struct ResetOutcome: Sendable {
     at = try d.optionalString("at")
     planFingerprint = try d.optionalString("plan_fingerprint")
     messageID = try d.optionalInt("message_id")
+    pendingRequestID = try d.optionalInt("pending_request_id")
   }
 }
 
@@ -105,9 +108,10 @@ public struct ResetRequest: Sendable {
   public var approvalNeeded: [String]
   public var createdAt: Date
   public var expiresAt: Date
-  /// `pending`, `approved` or `expired`.
+  /// `pending`, `approved`, `withdrawn` or `expired`.
   public var state: String
   public var approvedBy: String?
+  public var withdrawnBy: String?
 }
 
 /// Enrollment reset: every device retired, links, remembered browsers and codes revoked, in one
@@ -116,6 +120,7 @@ public enum EnrollmentReset {
   static let resetAction = DeskAction("resetting an enrollment", tier: .tier2)
   static let approveAction = DeskAction("approving a reset request", tier: .tier2)
   static let listAction = DeskAction("listing reset requests", tier: .tier1)
+  static let withdrawAction = DeskAction("withdrawing a reset request", tier: .tier1)
 
   /// Asks the database for the plan (`dryRun`) or to carry out the reset; a reset that needs a
   /// second agent comes back as `pending_approval` with a request id. With `expectedPlan` (the
@@ -164,7 +169,8 @@ public enum EnrollmentReset {
       try db.query(
         """
         SELECT request_id, account_id, requested_by, ticket, verified_via, reason,
-               array_to_string(approval_needed, ',') AS approval_needed, created_at, expires_at, state, approved_by
+               array_to_string(approval_needed, ',') AS approval_needed, created_at, expires_at, state, approved_by,
+               withdrawn_by
           FROM hms2fa_api.reset_requests(\(all))
         """
       ).map { row in
@@ -174,8 +180,29 @@ public enum EnrollmentReset {
           verifiedVia: try row.decode("verified_via"), reason: try row.decode("reason"),
           approvalNeeded: try row.decode("approval_needed", as: String.self).split(separator: ",").map(String.init),
           createdAt: try row.decode("created_at"), expiresAt: try row.decode("expires_at"),
-          state: try row.decode("state"), approvedBy: try row.decode("approved_by"))
+          state: try row.decode("state"), approvedBy: try row.decode("approved_by"),
+          withdrawnBy: try row.decode("withdrawn_by"))
       }
+    }
+  }
+
+  /// One request of the last 30 days (or still pending).
+  ///
+  /// - Throws: `DeskError` 65 when there is none, 77 without tier1.
+  public static func request(_ id: Int64, on db: Connection) throws(DeskError) -> ResetRequest {
+    guard let request = try requests(all: true, on: db).first(where: { $0.requestID == id }) else {
+      throw .badData("there is no reset request \(id) of the last 30 days; hms2fa-admin enrollment requests lists them")
+    }
+    return request
+  }
+
+  /// Withdraws a pending request: its requester, or any tier-2 agent.
+  ///
+  /// - Throws: `DeskError` 65 (no such request, or no longer pending), 77 (someone else's request,
+  ///   without tier2).
+  public static func withdraw(_ id: Int64, ticket: Ticket, reason: String?, on db: Connection) throws(DeskError) {
+    try desk(withdrawAction, on: db) {
+      _ = try db.execute("SELECT hms2fa_api.withdraw_reset(\(id), \(ticket.value), \(reason))")
     }
   }
 }

@@ -9,7 +9,7 @@ public struct StaffMembership: Sendable {
 /// Granting staff their tier: the operator's job, done with the operator's own login (the
 /// database checks its right to grant) and recorded in the audit log.
 public enum Staff {
-  static let operatorAction = DeskAction("changing staff roles", tier: .tier2)
+  static let operatorAction = DeskAction("changing staff roles", roleName: "hms2fa_operator")
 
   /// Makes `login` a member of `tier`'s group role.
   ///
@@ -34,35 +34,11 @@ public enum Staff {
     else {
       throw .usage("\(quoted(login)) is not a database login name")
     }
-    try desk(nil, on: db) {
-      try db.transaction {
-        let lookUp: Query = "SELECT rolcanlogin, rolsuper FROM pg_catalog.pg_roles WHERE rolname = \(login)"
-        guard let role = try db.queryFirst(lookUp) else {
-          throw DeskError.badData("there is no database login \(quoted(login)); create it first (CREATE ROLE … LOGIN)")
-        }
-        guard try role.decode("rolcanlogin", as: Bool.self) else {
-          throw DeskError.badData("\(quoted(login)) is a group role, not a login; staff tiers go to logins")
-        }
-        let verb = granted ? "GRANT %I TO %I" : "REVOKE %I FROM %I"
-        // The server quotes both identifiers; neither is ever spliced in by the tool.
-        let compose: Query = "SELECT format(\(verb)::text, \(tier.roleName)::text, \(login)::text) AS sql"
-        guard let statement = try db.queryFirst(compose)?.decode("sql", as: String.self) else {
-          throw DeskError(.software, "internal error: could not compose the statement")
-        }
-        do {
-          try db.execute(Query(verbatim: statement))
-        } catch let error as PostgresError where error.sqlState == SQLState.insufficientPrivilege {
-          throw DeskError(
-            .noPermission,
-            "the database refused: changing staff roles needs a superuser or a login with CREATEROLE; "
-              + "\"\(db.user)\" is neither")
-        }
-        let record: Query =
-          """
-          SELECT hms2fa_api.record_staff_change(\(login), \(tier.roleName), \(granted), \(ticket.value))
-          """
-        try db.execute(record)
-      }
+    // The database grants and records in one call, as hms2fa_staff_admin: the operator's login
+    // needs hms2fa_operator, not CREATEROLE, and can't change a tier without the record.
+    try desk(operatorAction, on: db) {
+      try db.execute(
+        "SELECT hms2fa_api.change_staff(\(login), \(tier.rawValue), \(granted), \(ticket.value))")
     }
   }
 

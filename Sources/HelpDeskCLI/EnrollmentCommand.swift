@@ -14,7 +14,7 @@ struct EnrollmentCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "enrollment",
     abstract: "Reset a stale enrollment so that \"Start setup\" shows again (tier2).",
-    subcommands: [Reset.self, Approve.self, Requests.self]
+    subcommands: [Reset.self, Approve.self, Withdraw.self, Requests.self]
   )
 
   struct Reset: ParsableCommand {
@@ -85,6 +85,13 @@ struct EnrollmentCommand: ParsableCommand {
         console.emit(outcomeJSON(plan)) { planText(plan) + "\n(dry run: nothing was changed)" }
         return
       }
+      if let pending = plan.pendingRequestID {
+        throw DeskError(
+          .tryLater,
+          "reset request \(pending) for \(id) is pending; nothing was changed; a different tier-2 agent approves it "
+            + "(hms2fa-admin enrollment approve \(pending) --ticket \(ticket.value)), or it is withdrawn "
+            + "(hms2fa-admin enrollment withdraw \(pending) --ticket \(ticket.value))")
+      }
       // The plan is a message, so it goes to stderr: stdout holds only the result.
       console.note(planText(plan))
       if !yes {
@@ -107,7 +114,10 @@ struct EnrollmentCommand: ParsableCommand {
       commandName: "approve",
       abstract: "Carry out a reset request made by another tier-2 agent.",
       discussion: """
-        Call the person back yourself before approving. You can't approve your own request.
+        Shows the request (account, requester, when, ticket, reason, how the caller was \
+        verified) and the plan as it is now; on a terminal you confirm by typing the account id; \
+        without a terminal, --yes is required. Call the person back yourself before approving. \
+        You can't approve your own request.
 
         Example:
           hms2fa-admin enrollment approve 17 --ticket INC0012345
@@ -117,6 +127,9 @@ struct EnrollmentCommand: ParsableCommand {
     @Argument(help: "The request id (see enrollment requests).")
     var requestID: Int64
 
+    @Flag(help: "Don't ask for confirmation (required when stdin is not a terminal).")
+    var yes = false
+
     @OptionGroup var change: ChangeOptions
     @OptionGroup var waiting: DeliveryWaitOptions
     @OptionGroup var global: GlobalOptions
@@ -124,9 +137,65 @@ struct EnrollmentCommand: ParsableCommand {
     func run() throws {
       guard requestID > 0 else { throw DeskError.usage("a request id is a positive number (see enrollment requests)") }
       let ticket = try change.parsedTicket
+      if !yes && !Console.stdinIsTerminal {
+        throw DeskError.usage("stdin is not a terminal: add --yes to approve without the typed confirmation")
+      }
       let db = try global.connect()
+      let request = try EnrollmentReset.request(requestID, on: db)
+      guard request.state == "pending" else {
+        throw DeskError.badData(
+          "reset request \(requestID) is \(request.state)"
+            + (request.approvedBy.map { " (by \($0))" } ?? request.withdrawnBy.map { " (by \($0))" } ?? "")
+            + "; nothing to approve")
+      }
+      let account = try AccountID(parsing: request.accountID)
+      // The plan as it is now, whatever verified the caller then (the request's proof is spent).
+      let plan = try EnrollmentReset.reset(
+        account, ticket: ticket, verifiedVia: .inPerson, reason: nil, dryRun: true, on: db)
+      let console = global.console
+      console.note(requestText(request) + "\n" + planText(plan, showingApproval: false))
+      if !yes {
+        guard let typed = Console.readLine(prompt: "type \(account) to approve the reset, anything else to stop: "),
+          (try? AccountID(parsing: typed)) == account
+        else {
+          throw DeskError.usage("not confirmed: nothing was changed")
+        }
+      }
       let outcome = try EnrollmentReset.approve(requestID, ticket: ticket, on: db)
-      try report(outcome, ticket: ticket, waiting: waiting, db: db, console: global.console)
+      try report(outcome, ticket: ticket, waiting: waiting, db: db, console: console)
+    }
+  }
+
+  struct Withdraw: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "withdraw",
+      abstract: "Withdraw a pending reset request (its requester, or any tier-2 agent).",
+      discussion: """
+        While a request is pending, the account can't be reset directly; withdraw it when the \
+        caller turned out not to be the person, or the request was a mistake.
+
+        Example:
+          hms2fa-admin enrollment withdraw 17 --ticket INC0012345 --reason "caller hung up"
+        """
+    )
+
+    @Argument(help: "The request id (see enrollment requests).")
+    var requestID: Int64
+
+    @Option(help: "Why, for the audit log.")
+    var reason: String?
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      guard requestID > 0 else { throw DeskError.usage("a request id is a positive number (see enrollment requests)") }
+      let reason = try reason.map { try Reason(parsing: $0).value }
+      let db = try global.connect()
+      try EnrollmentReset.withdraw(requestID, ticket: try change.parsedTicket, reason: reason, on: db)
+      global.console.emit(.object([("request_id", .int(requestID)), ("state", .string("withdrawn"))])) {
+        "withdrew reset request \(requestID)"
+      }
     }
   }
 
@@ -161,6 +230,7 @@ struct EnrollmentCommand: ParsableCommand {
                   ("approval_needed", .array(r.approvalNeeded.map { .string($0) })),
                   ("created_at", .string(r.createdAt.iso8601UTC())), ("expires_at", .string(r.expiresAt.iso8601UTC())),
                   ("state", .string(r.state)), ("approved_by", .string(r.approvedBy)),
+                  ("withdrawn_by", .string(r.withdrawnBy)),
                 ])
               })
           )
@@ -174,7 +244,7 @@ struct EnrollmentCommand: ParsableCommand {
               [
                 String($0.requestID), $0.accountID, shown($0.requestedBy), shown($0.ticket), $0.verifiedVia,
                 $0.approvalNeeded.joined(separator: ", "), $0.expiresAt.iso8601UTC(),
-                $0.state + ($0.approvedBy.map { " by \($0)" } ?? ""),
+                $0.state + ($0.approvedBy.map { " by \($0)" } ?? $0.withdrawnBy.map { " by \($0)" } ?? ""),
               ]
             })
       }
@@ -182,8 +252,19 @@ struct EnrollmentCommand: ParsableCommand {
   }
 }
 
+/// A request as its approver reads it.
+func requestText(_ r: ResetRequest) -> String {
+  [
+    "reset request \(r.requestID) for \(r.accountID):",
+    "  requested by \(shown(r.requestedBy)) at \(r.createdAt.iso8601UTC()), ticket \(shown(r.ticket))",
+    "  caller verified by: \(r.verifiedVia)",
+    "  reason: \(shown(r.reason))",
+    "  approval needed because: \(r.approvalNeeded.joined(separator: ", ")); expires \(r.expiresAt.iso8601UTC())",
+  ].joined(separator: "\n")
+}
+
 /// The plan as an agent reads it.
-func planText(_ plan: ResetOutcome) -> String {
+func planText(_ plan: ResetOutcome, showingApproval: Bool = true) -> String {
   var lines = [
     "reset plan for \(plan.accountID), \(shown(plan.displayName)) <\(plan.email)>\(plan.highRisk ? " (HIGH RISK)" : ""):"
   ]
@@ -199,7 +280,9 @@ func planText(_ plan: ResetOutcome) -> String {
   lines.append("  activation links to revoke: \(plan.links)")
   lines.append("  remembered browsers to revoke: \(plan.browsers)")
   lines.append("  verification codes to cancel: \(plan.codes)")
-  if !plan.approvalNeeded.isEmpty {
+  if let pending = plan.pendingRequestID {
+    lines.append("  reset request \(pending) is pending for this account: it is approved or withdrawn first")
+  } else if showingApproval, !plan.approvalNeeded.isEmpty {
     lines.append(
       "  a second tier-2 agent must approve (\(plan.approvalNeeded.joined(separator: ", "))): "
         + "this will make a request, not reset yet")
@@ -242,6 +325,7 @@ func outcomeJSON(_ o: ResetOutcome) -> JSONValue {
       ),
       ("links", .int(o.links)), ("browsers", .int(o.browsers)),
       ("codes", .int(o.codes)), ("approval_needed", .array(o.approvalNeeded.map { .string($0) })),
+      ("pending_request_id", o.pendingRequestID.map { .int($0) } ?? .null),
     ]
   }
   return .object(members)

@@ -13,6 +13,11 @@ struct StaffCommand: ParsableCommand {
       log), signin (the sign-in service), delivery (the delivery service's own login: the only \
       one that makes secrets and sends messages; never a person's). The login must already \
       exist (CREATE ROLE … LOGIN).
+
+      An operator is a member of hms2fa_operator and needs no CREATEROLE: the database grants \
+      the tier itself (hms2fa_api.change_staff) and records it in the audit log, in one \
+      transaction. Granting a membership that exists already records it: how a membership that \
+      audit verify reports as unrecorded is adopted, once checked.
       """,
     subcommands: [Grant.self, Revoke.self, List.self]
   )

@@ -80,6 +80,10 @@ public struct Console {
 
 /// Lays out rows in aligned columns.
 public func table(_ header: [String], _ rows: [[String]], indent: String = "") -> String {
+  // A cell longer than a screen's share is cut in the text layout (never in --json).
+  let rows = rows.map { row in
+    row.map { cell in cell.count > maximumCellWidth ? String(cell.prefix(maximumCellWidth - 1)) + "…" : cell }
+  }
   var widths = header.map(\.count)
   for row in rows {
     for (i, cell) in row.enumerated() where i < widths.count {
@@ -96,6 +100,9 @@ public func table(_ header: [String], _ rows: [[String]], indent: String = "") -
   }
   return ([line(header)] + rows.map(line)).joined(separator: "\n")
 }
+
+/// The widest a table cell is shown in text; longer ones end in "…".
+public let maximumCellWidth = 60
 
 /// A titled list for a text view: `title: none` (or `empty`) without rows, else `title:` with
 /// the table under it, indented two spaces further.

@@ -81,7 +81,7 @@ public func deskError(_ error: Error, doing action: DeskAction? = nil, on connec
     if let action {
       return DeskError(
         .noPermission,
-        "the database refused: \(action.summary) needs \(action.tier.roleName), which login\(login) "
+        "the database refused: \(action.summary) needs \(action.roleName), which login\(login) "
           + "does not have; ask an operator (hms2fa-admin staff grant)")
     }
     return DeskError(.noPermission, "the database refused: \(pg.message)")

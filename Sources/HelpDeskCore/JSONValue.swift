@@ -84,10 +84,13 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
     out += "\""
   }
 
-  /// DEL, the C1 controls and the line and paragraph separators: what JSON allows raw inside a
-  /// string but a terminal or a JavaScript reader acts on.
+  /// DEL, the C1 controls, the line and paragraph separators, and the characters that hide or
+  /// reorder text (zero-width, bidirectional marks, overrides and isolates, the byte order
+  /// mark): what JSON allows raw inside a string but a terminal, a JavaScript reader or a person
+  /// reading it would be misled by.
   private static func actsOnTerminal(_ value: UInt32) -> Bool {
-    (0x7F...0x9F).contains(value) || value == 0x2028 || value == 0x2029
+    (0x7F...0x9F).contains(value) || value == 0x061C || (0x200B...0x200F).contains(value)
+      || (0x2028...0x202E).contains(value) || (0x2060...0x2069).contains(value) || value == 0xFEFF
   }
 
   /// `\u` and four hex digits (every scalar escaped here is in the Basic Multilingual Plane).

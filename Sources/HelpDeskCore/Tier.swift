@@ -10,11 +10,18 @@ public enum Tier: String, CaseIterable, Sendable, Codable {
 /// say which tier is missing when the database refuses.
 public struct DeskAction: Sendable {
   public var summary: String
-  public var tier: Tier
+  /// The group role it needs, e.g. `hms2fa_tier2`.
+  public var roleName: String
 
   public init(_ summary: String, tier: Tier) {
     self.summary = summary
-    self.tier = tier
+    self.roleName = tier.roleName
+  }
+
+  /// An action of a role that is no staff tier (`hms2fa_operator`).
+  public init(_ summary: String, roleName: String) {
+    self.summary = summary
+    self.roleName = roleName
   }
 
   public static let lookup = DeskAction("looking people up", tier: .tier1)

@@ -115,7 +115,7 @@ public final class Connection {
     if isBareDatabaseName(conninfo) { return }
     var errorMessage: UnsafeMutablePointer<CChar>?
     guard let options = PQconninfoParse(conninfo, &errorMessage) else {
-      let reason = errorMessage.map { oneLine(String(cString: $0)) } ?? "out of memory"
+      let reason = errorMessage.map { withoutPasswords(oneLine(String(cString: $0)), of: conninfo) } ?? "out of memory"
       if let errorMessage { PQfreemem(errorMessage) }
       throw PostgresError(.configuration, message: "invalid connection string: \(reason)")
     }
@@ -129,7 +129,7 @@ public final class Connection {
     if isBareDatabaseName(conninfo) { return ["dbname"] }
     var errorMessage: UnsafeMutablePointer<CChar>?
     guard let options = PQconninfoParse(conninfo, &errorMessage) else {
-      let reason = errorMessage.map { oneLine(String(cString: $0)) } ?? "out of memory"
+      let reason = errorMessage.map { withoutPasswords(oneLine(String(cString: $0)), of: conninfo) } ?? "out of memory"
       if let errorMessage { PQfreemem(errorMessage) }
       throw PostgresError(.configuration, message: "invalid connection string: \(reason)")
     }
@@ -613,6 +613,53 @@ public final class CopyInWriter {
     buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...]))
     return true
   }
+}
+
+/// `message` (libpq's explanation of why `conninfo` doesn't parse, which quotes it) with every
+/// password the conninfo may hold written as `***`: the value after each `password` keyword
+/// (quoted or not, whole or cut short) and a URI's `user:password@`.
+func withoutPasswords(_ message: String, of conninfo: String) -> String {
+  let bytes = Array(conninfo.utf8)
+  let keyword = Array("password".utf8)
+  func lower(_ byte: UInt8) -> UInt8 { (0x41...0x5A).contains(byte) ? byte + 0x20 : byte }
+  func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+  var secrets: [String] = []
+  var i = 0
+  while i + keyword.count <= bytes.count {
+    guard zip(bytes[i..<i + keyword.count], keyword).allSatisfy({ lower($0) == $1 }) else {
+      i += 1
+      continue
+    }
+    var j = i + keyword.count
+    i = j
+    while j < bytes.count, isBlank(bytes[j]) { j += 1 }
+    guard j < bytes.count, bytes[j] == UInt8(ascii: "=") else { continue }
+    j += 1
+    while j < bytes.count, isBlank(bytes[j]) { j += 1 }
+    var end = j
+    if j < bytes.count, bytes[j] == UInt8(ascii: "'") {
+      j += 1
+      end = j
+      while end < bytes.count, bytes[end] != UInt8(ascii: "'") { end += bytes[end] == UInt8(ascii: "\\") ? 2 : 1 }
+    } else {
+      while end < bytes.count, !isBlank(bytes[end]), bytes[end] != UInt8(ascii: "&"), bytes[end] != UInt8(ascii: "'") {
+        end += 1
+      }
+    }
+    secrets.append(String(decoding: bytes[j..<min(end, bytes.count)], as: UTF8.self))
+  }
+  // A URI's user:password@ before the host.
+  if let scheme = conninfo.firstRange(of: "://") {
+    let authority = conninfo[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" }
+    if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
+      secrets.append(String(authority[authority.index(after: colon)..<at]))
+    }
+  }
+  var result = message
+  for secret in secrets.sorted(by: { $0.count > $1.count }) where !secret.isEmpty {
+    result = result.replacing(secret, with: "***")
+  }
+  return result
 }
 
 private func oneLine(_ text: String) -> String {

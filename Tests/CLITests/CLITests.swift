@@ -228,9 +228,17 @@ struct CLITests {
     #expect(events.first?["reason"] as? String == "laptop stolen")
     #expect((events.first?["details"] as? [String: Any])?["revoked"] as? Int == 1)
     let auditor = try desk.database.createLogin(.auditor)
+    // The desk's logins were granted their tiers by hand: reported until an operator records them.
+    let unrecorded = try desk.run(["audit", "verify", "--json"], as: auditor)
+    #expect(unrecorded.status == 65)
+    #expect(try json(unrecorded.stdout)["chain_ok"] as? Bool == true)
+    #expect(unrecorded.stderr.contains("nobody recorded"))
+    for (login, role) in [(desk.tier1, "tier1"), (desk.tier2, "tier2"), (auditor, "auditor")] {
+      #expect(try desk.run(["staff", "grant", login, "--role", role, "--ticket", "OPS-1"]).status == 0)
+    }
     let ok = try desk.run(["audit", "verify", "--json"], as: auditor)
-    #expect(ok.status == 0)
-    #expect(try json(ok.stdout)["events"] as? Int == 1)
+    #expect(ok.status == 0, "\(ok.stderr)")
+    #expect(try json(ok.stdout)["events"] as? Int == 4)
     let notAuditor = try desk.run(["audit", "verify"], as: desk.tier1)
     #expect(notAuditor.status == 77)
     try desk.database.connect().runScript(
@@ -246,6 +254,7 @@ struct CLITests {
     let admin = try desk.database.connect()
     let login = "\(desk.database.name)_newagent"
     try admin.execute(Query(verbatim: "CREATE ROLE \(login) LOGIN"))
+    try admin.execute(Query(verbatim: "GRANT CONNECT ON DATABASE \(desk.database.name) TO \(login)"))
     let grant = try desk.run(["staff", "grant", login, "--role", "tier1", "--ticket", "OPS-9"])
     #expect(grant.status == 0)
     let list = try desk.run(["staff", "list", "--json"])
@@ -646,13 +655,17 @@ struct CLITests {
     #expect(pending["status"] as? String == "pending_approval")
     let id = try #require(pending["request_id"] as? Int)
     let own = try desk.run(
-      ["enrollment", "approve", String(id), "--ticket", "INC6"], as: desk.tier2, environment: mail)
+      ["enrollment", "approve", String(id), "--ticket", "INC6", "--yes"], as: desk.tier2, environment: mail)
     #expect(own.status == 77)
     let second = try desk.database.createLogin(.tier2)
     service.stop()
     let broken = try DeliveryProcess(desk.database, environment: ["HMS2FA_MAILER": "sendmail:/bin/false"]).start()
     defer { broken.stop() }
-    let approved = try desk.run(["enrollment", "approve", String(id), "--ticket", "INC6"], as: second)
+    let unconfirmed = try desk.run(["enrollment", "approve", String(id), "--ticket", "INC6"], as: second)
+    #expect(unconfirmed.status == 64, "off a terminal, an approval needs --yes")
+    let approved = try desk.run(["enrollment", "approve", String(id), "--ticket", "INC6", "--yes"], as: second)
+    #expect(
+      approved.stderr.contains("reset request \(id) for dean01") && approved.stderr.contains("caller verified by"))
     #expect(approved.status == 69, "a notice that can't be delivered is reported")
     #expect(approved.stderr.contains("the reset stands"))
     #expect(approved.stdout.contains("\"Start setup\" now shows"))

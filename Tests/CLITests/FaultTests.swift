@@ -101,7 +101,7 @@ struct FaultTests {
       hold: "SELECT 1 FROM hms2fa.phone_verifications FOR UPDATE"),
     Change(arguments: ["enrollment", "reset", "jd123", "--ticket", "F1", "--verified-via", "in-person", "--yes"]),
     Change(
-      arguments: ["enrollment", "approve", "1", "--ticket", "F1"],
+      arguments: ["enrollment", "approve", "1", "--ticket", "F1", "--yes"],
       hold: "SELECT 1 FROM hms2fa.accounts WHERE account_id = 'dean01' FOR UPDATE"),
     Change(arguments: ["accounts", "import", "FEED"], batch: true),
   ]

@@ -61,6 +61,37 @@ struct OutputSafetyTests {
     #expect(out.stderr.split(separator: "\n").count == 1)
   }
 
+  @Test(
+    "bidirectional and zero-width characters are escaped in --json too; a long cell is cut in text, never in --json")
+  func invisibleAndLong() throws {
+    let desk = try Desk()
+    let label = "phone \u{202E}enohp " + String(repeating: "x", count: 100) + "\u{200B}end"
+    try desk.database.connect().execute("UPDATE hms2fa.devices SET label = \(label) WHERE account_id = 'jd123'")
+    let json = try desk.run(["user", "show", "jd123", "--json"], as: desk.tier1)
+    #expect(json.status == 0)
+    #expect(!json.stdout.contains("\u{202E}") && !json.stdout.contains("\u{200B}"))
+    #expect(json.stdout.contains("\\u202e") && json.stdout.contains("\\u200b"))
+    let card = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+    let devices = try #require(card["devices"] as? [[String: Any]])
+    #expect(devices.contains { $0["label"] as? String == label }, "--json keeps the whole label")
+    let text = try desk.run(["user", "show", "jd123"], as: desk.tier1)
+    #expect(text.status == 0)
+    #expect(!text.stdout.contains(String(repeating: "x", count: 100)))
+    #expect(text.stdout.contains("x…"))
+  }
+
+  @Test("a connection string that doesn't parse: the error never shows its password")
+  func conninfoPassword() throws {
+    for conninfo in ["postgresql://bob:s3%zzcret@localhost/db", "host=localhost password=hunter2%zz' dbname"] {
+      let out = try Tool.run(["user", "show", "jd123"], environment: ["HMS2FA_DATABASE_URL": conninfo])
+      #expect(out.status == 78, "\(out.stderr)")
+      #expect(out.stderr.contains("invalid connection string"), "\(out.stderr)")
+      for secret in ["s3%zzcret", "zzcret", "hunter2"] {
+        #expect(!out.stderr.contains(secret), "\(out.stderr)")
+      }
+    }
+  }
+
   @Test("escape sequences from the database reach the terminal as visible text")
   func escapesShown() throws {
     let desk = try Desk()

@@ -264,7 +264,9 @@ struct EnrollmentResetTests {
     #expect(changed?.message.contains("changed since reset request \(id) was made") == true)
     #expect(try setup.snapshot() == before)
 
-    // A new request, made on the new plan, is approved.
+    // The stale request is withdrawn (while it is pending, the account has no other way in), and
+    // a new one, made on the new plan, is approved.
+    try EnrollmentReset.withdraw(id, ticket: setup.ticket, reason: "plan changed", on: setup.agent)
     let again = try #require(try setup.reset().requestID)
     let done = try EnrollmentReset.approve(again, ticket: setup.ticket, on: setup.otherAgent)
     #expect(done.status == "reset")

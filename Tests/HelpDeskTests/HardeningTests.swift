@@ -411,66 +411,7 @@ struct HardeningTests {
     #expect(try row?.decode("state", as: String.self) == "expired")
   }
 
-  // 4. Operators -----------------------------------------------------------------------------
-
-  /// A login with CREATEROLE, not a superuser, optionally a member of hms2fa_operator.
-  private func createOperator(in database: TestDatabase, member: Bool, createRole: Bool = true) throws -> String {
-    let login = "\(database.name)_op_\(member ? "m" : "n")\(createRole ? "c" : "x")"
-    let admin = try database.connect()
-    try admin.execute(Query(verbatim: "CREATE ROLE \(login) LOGIN \(createRole ? "CREATEROLE" : "")"))
-    if member { try admin.execute(Query(verbatim: "GRANT hms2fa_operator TO \(login)")) }
-    return login
-  }
-
-  private func isMember(_ login: String, of role: String, on db: Connection) throws -> Bool {
-    try db.queryFirst(
-      """
-      SELECT count(*) > 0 AS member FROM pg_auth_members m
-        JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
-       WHERE g.rolname = \(role) AND u.rolname = \(login)
-      """)?.decode("member", as: Bool.self) ?? false
-  }
-
-  @Test("an operator with CREATEROLE, neither superuser nor owner, grants and revokes tiers, audited")
-  func operatorGrants() throws {
-    let database = try TestDatabase.create()
-    let admin = try database.connect()
-    let operatorLogin = try createOperator(in: database, member: true)
-    let agent = try database.createLogin(nil)
-    let db = try database.connect(as: operatorLogin)
-    let ticket = try Ticket(parsing: "OPS-1")
-    try Staff.grant(.tier1, to: agent, ticket: ticket, on: db)
-    #expect(try isMember(agent, of: "hms2fa_tier1", on: admin))
-    try Staff.revoke(.tier1, from: agent, ticket: ticket, on: db)
-    #expect(try !isMember(agent, of: "hms2fa_tier1", on: admin))
-    let events = try AuditLog.events(AuditFilter(), on: admin)
-    #expect(events.map(\.action) == ["staff.granted", "staff.revoked"])
-    #expect(events.allSatisfy { $0.actor == operatorLogin && $0.ticket == "OPS-1" })
-    // The operator role may do that and nothing else.
-    let card = #expect(throws: PostgresError.self) { try db.execute("SELECT hms2fa_api.account_card('jd123')") }
-    #expect(card?.sqlState == SQLState.insufficientPrivilege)
-  }
-
-  @Test("outside hms2fa_operator, or without CREATEROLE, a staff change is refused and nothing changes")
-  func operatorRefused() throws {
-    let database = try TestDatabase.create()
-    let admin = try database.connect()
-    let agent = try database.createLogin(nil)
-    let ticket = try Ticket(parsing: "OPS-1")
-    // CREATEROLE but not an operator: the GRANT goes through, the record doesn't, and the
-    // transaction takes the GRANT back.
-    let outsider = try database.connect(as: try createOperator(in: database, member: false))
-    let refused = #expect(throws: DeskError.self) { try Staff.grant(.tier1, to: agent, ticket: ticket, on: outsider) }
-    #expect(refused?.status == .noPermission)
-    #expect(try !isMember(agent, of: "hms2fa_tier1", on: admin))
-    // An operator without CREATEROLE: the function itself refuses to record.
-    let member = try database.connect(as: try createOperator(in: database, member: true, createRole: false))
-    let record = #expect(throws: PostgresError.self) {
-      try member.execute("SELECT hms2fa_api.record_staff_change(\(agent), 'hms2fa_tier1', false, 'OPS-1')")
-    }
-    #expect(record?.sqlState == SQLState.insufficientPrivilege)
-    #expect(try Fixtures.auditActions(on: admin).isEmpty)
-  }
+  // 4. Operators: see TrustTests (since 0026 an operator needs no CREATEROLE) -----------------
 
   // 0018. One way in for a reset -------------------------------------------------------------
 

@@ -66,6 +66,9 @@ public final class TestDatabase: @unchecked Sendable {
     } else {
       try admin.execute(Query(verbatim: "CREATE DATABASE \(name)"))
     }
+    // Roles are the cluster's, shared by every test's database: each database admits only its
+    // own logins, so that what one test grants is not another's (unrecorded) staff.
+    try admin.execute(Query(verbatim: "REVOKE CONNECT ON DATABASE \(name) FROM PUBLIC"))
     return TestDatabase(name: String(name))
   }
 
@@ -84,6 +87,7 @@ public final class TestDatabase: @unchecked Sendable {
     let login = "\(name)_\(tier?.rawValue ?? "none")_\(counter.next())"
     let admin = try connect()
     try admin.execute(Query(verbatim: "CREATE ROLE \(login) LOGIN"))
+    try admin.execute(Query(verbatim: "GRANT CONNECT ON DATABASE \(name) TO \(login)"))
     if let tier { try admin.execute(Query(verbatim: "GRANT \(tier.roleName) TO \(login)")) }
     if let password {
       try admin.runScript(
