@@ -232,7 +232,9 @@ BEGIN ATOMIC
       JOIN pg_roles u ON u.oid = m.member
      WHERE g.rolname IN ('hms2fa_tier1', 'hms2fa_tier2', 'hms2fa_batch', 'hms2fa_auditor', 'hms2fa_signin',
                          'hms2fa_delivery')
-       AND u.rolname NOT LIKE 'hms2fa\_%'
+       -- The group roles the migrations made members: tier2 of tier1, and the staff admin. A
+       -- login merely named like them is no exception.
+       AND NOT (u.rolname IN ('hms2fa_tier2', 'hms2fa_staff_admin') AND NOT u.rolcanlogin)
        -- Logins that may connect to this registry's database: all of them, unless CONNECT was
        -- revoked from PUBLIC, as on a cluster shared by several registries.
        AND has_database_privilege(u.oid, current_database(), 'CONNECT')

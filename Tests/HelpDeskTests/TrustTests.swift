@@ -118,6 +118,15 @@ struct TrustTests {
     try admin.execute(Query(verbatim: "REVOKE hms2fa_tier2 FROM \(sneaky)"))
     found = try AuditLog.unrecordedMemberships(on: auditor)
     #expect(found.contains { $0.login == sneaky && $0.problem.hasPrefix("recorded as granted") })
+    // A login named like the schema's group roles, or a group role holding a tier, is no exception.
+    let lookalike = "hms2fa_\(database.name)_x"
+    try admin.execute(Query(verbatim: "CREATE ROLE \(lookalike) LOGIN IN ROLE hms2fa_tier2"))
+    try admin.execute(Query(verbatim: "GRANT CONNECT ON DATABASE \(database.name) TO \(lookalike)"))
+    let group = "\(database.name)_group"
+    try admin.execute(Query(verbatim: "CREATE ROLE \(group) NOLOGIN IN ROLE hms2fa_tier1"))
+    try admin.execute(Query(verbatim: "GRANT CONNECT ON DATABASE \(database.name) TO \(group)"))
+    found = try AuditLog.unrecordedMemberships(on: auditor)
+    #expect(found.contains { $0.login == lookalike } && found.contains { $0.login == group })
     // The tool's verify exits 65 on it.
     let out = try Tool.run(
       ["audit", "verify", "--json", "--database", try database.conninfo(user: try database.createLogin(.auditor))])
