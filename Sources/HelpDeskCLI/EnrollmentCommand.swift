@@ -94,13 +94,7 @@ struct EnrollmentCommand: ParsableCommand {
       }
       // The plan is a message, so it goes to stderr: stdout holds only the result.
       console.note(planText(plan))
-      if !yes {
-        guard let typed = Console.readLine(prompt: "type \(id) to reset it, anything else to stop: "),
-          (try? AccountID(parsing: typed)) == id
-        else {
-          throw DeskError.usage("not confirmed: nothing was changed")
-        }
-      }
+      if !yes { try confirmByTyping(id, to: "reset it") }
       // The plan confirmed is the plan carried out: the database refuses (75) if it changed.
       let outcome = try EnrollmentReset.reset(
         id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: false,
@@ -154,13 +148,7 @@ struct EnrollmentCommand: ParsableCommand {
         account, ticket: ticket, verifiedVia: .inPerson, reason: nil, dryRun: true, on: db)
       let console = global.console
       console.note(requestText(request) + "\n" + planText(plan, showingApproval: false))
-      if !yes {
-        guard let typed = Console.readLine(prompt: "type \(account) to approve the reset, anything else to stop: "),
-          (try? AccountID(parsing: typed)) == account
-        else {
-          throw DeskError.usage("not confirmed: nothing was changed")
-        }
-      }
+      if !yes { try confirmByTyping(account, to: "approve the reset") }
       let outcome = try EnrollmentReset.approve(requestID, ticket: ticket, on: db)
       try report(outcome, ticket: ticket, waiting: waiting, db: db, console: console)
     }
@@ -249,6 +237,17 @@ struct EnrollmentCommand: ParsableCommand {
             })
       }
     }
+  }
+}
+
+/// Asks the agent at the terminal to type `account` before a change goes ahead.
+///
+/// - Throws: a usage `DeskError` (64) for anything else typed; nothing was changed.
+func confirmByTyping(_ account: AccountID, to what: String) throws {
+  guard let typed = Console.readLine(prompt: "type \(account) to \(what), anything else to stop: "),
+    (try? AccountID(parsing: typed)) == account
+  else {
+    throw DeskError.usage("not confirmed: nothing was changed")
   }
 }
 

@@ -7,12 +7,7 @@ import Testing
 @Suite("the hash-chained audit log")
 struct AuditTests {
   private func seeded(_ events: Int) throws -> TestDatabase {
-    let database = try TestDatabase.create()
-    let db = try database.connect()
-    for i in 1...events {
-      try db.execute("SELECT hms2fa.audit('test.event', 'jd123', \("T\(i)"), NULL, \("{\"n\": \(i)}")::jsonb)")
-    }
-    return database
+    try Fixtures.auditLog(events: events)
   }
 
   @Test("8 concurrent writers × 200 events leave a gapless chain that verifies")

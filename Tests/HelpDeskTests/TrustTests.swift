@@ -10,12 +10,7 @@ import Testing
 struct TrustTests {
   /// A database with `events` audit events written by the desk's functions' path.
   private func seeded(_ events: Int) throws -> TestDatabase {
-    let database = try TestDatabase.create()
-    let db = try database.connect()
-    for i in 1...events {
-      try db.execute("SELECT hms2fa.audit('test.event', 'jd123', \("T\(i)"), NULL, \("{\"n\": \(i)}")::jsonb)")
-    }
-    return database
+    try Fixtures.auditLog(events: events)
   }
 
   /// What an operator able to reach the owner role can do: change event `id` and recompute

@@ -5,6 +5,16 @@ import Postgres
 /// holds.
 public enum Fixtures {
   /// The audit log's actions, oldest first.
+  /// A new migrated database whose audit log holds `events` events (`test.event`, tickets T1…).
+  public static func auditLog(events: Int) throws -> TestDatabase {
+    let database = try TestDatabase.create()
+    let db = try database.connect()
+    for i in 1...events {
+      try db.execute("SELECT hms2fa.audit('test.event', 'jd123', \("T\(i)"), NULL, \("{\"n\": \(i)}")::jsonb)")
+    }
+    return database
+  }
+
   public static func auditActions(on db: Connection) throws -> [String] {
     try db.query("SELECT action FROM hms2fa.audit_events ORDER BY event_id").map {
       try $0.decode("action", as: String.self)
