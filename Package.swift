@@ -1,16 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-let packedRelocations: [LinkerSetting] = [
-  .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"])
-]
-
 let package = Package(
   name: "hms2fa-admin",
-  platforms: [.macOS(.v13)],
   products: [
     .executable(name: "hms2fa-admin", targets: ["hms2fa-admin"]),
-    .executable(name: "hms2fa-admin-full", targets: ["hms2fa-admin-full"]),
     .library(name: "HelpDesk", targets: ["HelpDesk"]),
   ],
   dependencies: [
@@ -20,74 +14,44 @@ let package = Package(
     .package(url: "https://github.com/yaslab/CSV.swift", from: "2.5.2"),
   ],
   targets: [
-    .systemLibrary(
-      name: "CLibPQ",
-      pkgConfig: "libpq",
-      providers: [.apt(["libpq-dev"])]
-    ),
+    // libpq, as pkg-config finds it (Debian's libpq-dev).
+    .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+    // A small Swift layer over libpq; knows nothing about 2FA.
     .target(name: "Postgres", dependencies: ["CLibPQ"]),
-    // libphonenumber (Debian's libphonenumber-dev, no pkg-config file) behind a plain C interface,
-    // linked from its static archives with what it needs (protobuf, abseil, ICU): as shared
-    // libraries, the dynamic loader spent several milliseconds resolving their C++ symbols at
-    // every start, also of commands that never parse a number (`user show`; see Benchmarks).
-    // Dependents after what depends on them, for linkers that read archives once, in order.
-    .target(
-      name: "CPhoneNumber",
-      linkerSettings: [
-        ":libphonenumber.a", ":libprotobuf.a", ":libicui18n.a", ":libicuuc.a", ":libicudata.a",
-        ":libabsl_hash.a", ":libabsl_city.a", ":libabsl_low_level_hash.a", ":libabsl_raw_hash_set.a",
-        ":libabsl_strings.a", ":libabsl_strings_internal.a", ":libabsl_throw_delegate.a",
-        ":libabsl_raw_logging_internal.a", "z", "dl", "pthread",
-      ].map { .linkedLibrary($0) }
-    ),
+    // libphonenumber (Debian's libphonenumber-dev, which ships no pkg-config file) behind a plain
+    // C interface; its shared library brings protobuf, abseil and ICU along.
+    .target(name: "CPhoneNumber", linkerSettings: [.linkedLibrary("phonenumber")]),
+    // Embeds sql/*.sql into HelpDesk, so an installed binary needs no source tree.
     .executableTarget(name: "embed-migrations"),
-    .plugin(
-      name: "EmbedMigrations",
-      capability: .buildTool(),
-      dependencies: ["embed-migrations"]
-    ),
-    // What `user show` needs, and nothing that imports Foundation: the front end links only this
-    // (FrontEnd.swift).
-    .target(name: "HelpDeskCore", dependencies: ["Postgres"]),
+    .plugin(name: "EmbedMigrations", capability: .buildTool(), dependencies: ["embed-migrations"]),
+    // The domain: every job, the delivery service, values parsed once at the edge.
     .target(
       name: "HelpDesk",
       dependencies: [
-        "HelpDeskCore",
-        "Postgres",
-        "CPhoneNumber",
+        "Postgres", "CPhoneNumber",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "CSV", package: "CSV.swift"),
       ],
       plugins: ["EmbedMigrations"]
     ),
+    // The commands: parsing, prompts, output, exit codes.
     .target(
       name: "HelpDeskCLI",
-      dependencies: [
-        "HelpDesk",
-        "Postgres",
-        .product(name: "ArgumentParser", package: "swift-argument-parser"),
-      ]
+      dependencies: ["HelpDesk", "Postgres", .product(name: "ArgumentParser", package: "swift-argument-parser")]
     ),
-    // The executables are linked by lld with packed relative relocations (DT_RELR): the 87 000
-    // relative relocations of the full binary, which the dynamic loader reads at every start,
-    // take 16 KB instead of 2 MB (README, Benchmarks). The loader (glibc 2.36 or later) must
-    // understand DT_RELR.
-    // `hms2fa-admin` answers `user show` itself and runs `hms2fa-admin-full` for the rest.
-    .executableTarget(name: "hms2fa-admin", dependencies: ["HelpDeskCore"], linkerSettings: packedRelocations),
-    .executableTarget(name: "hms2fa-admin-full", dependencies: ["HelpDeskCLI"], linkerSettings: packedRelocations),
+    .executableTarget(name: "hms2fa-admin", dependencies: ["HelpDeskCLI"]),
     .target(name: "TestSupport", dependencies: ["Postgres", "HelpDesk"], path: "Tests/TestSupport"),
     .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
     .testTarget(
       name: "HelpDeskTests",
       dependencies: [
-        "HelpDesk", "Postgres", "TestSupport",
-        .product(name: "PropertyBased", package: "swift-property-based"),
+        "HelpDesk", "Postgres", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based"),
       ]
     ),
     .testTarget(
       name: "CLITests",
       dependencies: [
-        "HelpDesk", "HelpDeskCLI", "HelpDeskCore", "Postgres", "TestSupport",
+        "HelpDesk", "HelpDeskCLI", "Postgres", "TestSupport",
         .product(name: "PropertyBased", package: "swift-property-based"),
       ]
     ),

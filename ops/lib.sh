@@ -23,13 +23,12 @@ ensure_prerequisites() {
   local missing=()
   command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
   pkg-config --exists libpq 2>/dev/null || missing+=(libpq-dev)
-  # libphonenumber ships no pkg-config file: look for its header and the static archives that
-  # Package.swift links (protobuf's and abseil's come with libphonenumber-dev, ICU's don't).
+  # libphonenumber ships no pkg-config file: look for its header and the shared library that
+  # Package.swift links (it brings protobuf, abseil and ICU along).
   local libdir
   libdir=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
-  [ -f /usr/include/phonenumbers/phonenumberutil.h ] && [ -f "$libdir/libphonenumber.a" ] ||
+  [ -f /usr/include/phonenumbers/phonenumberutil.h ] && [ -f "$libdir/libphonenumber.so" ] ||
     missing+=(libphonenumber-dev)
-  [ -f "$libdir/libicuuc.a" ] || missing+=(libicu-dev)
   [ -n "$(pg_bindir)" ] || missing+=(postgresql-15)
   # The mail tests hand a message to a real exim through its sendmail interface, and read what it
   # delivered with Python's email parser.

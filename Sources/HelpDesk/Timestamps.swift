@@ -6,8 +6,8 @@ import Postgres
   import Foundation
 #endif
 
-// Timestamps as Foundation's `Date`, here rather than in the Postgres layer, which stays free of
-// Foundation so that the `user show` front end (HelpDeskCore) links without it.
+// Timestamps as Foundation's `Date`, here rather than in the Postgres layer, which knows nothing of
+// the domain's types.
 
 /// Seconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 00:00:00 UTC).
 private let postgresEpochOffset: Double = 946_684_800

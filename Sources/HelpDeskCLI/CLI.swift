@@ -69,3 +69,35 @@ func catchOnce(
   sigaction(signalNumber, &action, nil)
   return previous
 }
+
+/// Sets up the process before any command runs.
+func prepareProcess() {
+  // A closed pipe (`| head`) ends output quietly instead of killing the process mid-write.
+  signal(SIGPIPE, SIG_IGN)
+  // A full file system or a file-size limit makes write() fail (a delivery failure) instead
+  // of killing the process half-way.
+  signal(SIGXFSZ, SIG_IGN)
+  // Started with stdin, stdout or stderr closed, the first file opened (the database's socket)
+  // would take its number and receive what is printed.
+  for fd in [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO] where fcntl(fd, F_GETFD) == -1 {
+    _ = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY)
+  }
+}
+
+/// Flushes the output and exits with `status`. Output that could not be written (a full disk,
+/// a closed pipe, /dev/full) is a failure, not a success with nothing printed. A reader that
+/// stopped early (`| head`) gets no message, as with any tool ended by SIGPIPE.
+func finishProcess(_ status: Int32) -> Never {
+  var status = status
+  errno = 0
+  if fflush(stdout) != 0 || ferror(stdout) != 0 {
+    let reason = errno
+    if status == 0 { status = ExitStatus.ioError.rawValue }
+    if reason != EPIPE {
+      let why = reason == 0 ? "" : " (\(String(cString: strerror(reason))))"
+      let message = "hms2fa-admin: the output could not be written\(why); what the command did stands\n"
+      _ = message.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+    }
+  }
+  exit(status)
+}

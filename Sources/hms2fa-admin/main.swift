@@ -1,3 +1,3 @@
-import HelpDeskCore
+import HelpDeskCLI
 
-FrontEnd.main()
+CLI.main()

@@ -329,7 +329,7 @@ struct DeliveryServiceTests {
     let killed = try setup.admin.queryFirst(
       "SELECT bool_or(pg_terminate_backend(pid)) AS done FROM pg_stat_activity WHERE usename = \(delivery.login)")
     #expect(try killed?.decode("done", as: Bool?.self) == true)
-    FileManager.default.createFile(atPath: dir + "/go", contents: nil)
+    _ = FileManager.default.createFile(atPath: dir + "/go", contents: nil)
     group.wait()
     let result = try #require(outcome.value)
     #expect(result.status == 69, "\(result.stderr)")

@@ -46,10 +46,11 @@ admin_bin() {
     printf '%s\n' "$HMS2FA_ADMIN_BIN"
     return
   fi
-  say "building hms2fa-admin (release, --static-swift-stdlib)"
-  swift build -c release --static-swift-stdlib 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' >&2 || true
+  # As the README installs it.
+  say "building hms2fa-admin (release)"
+  swift build -c release 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' >&2 || true
   local bin
-  bin="$(swift build -c release --static-swift-stdlib --show-bin-path)/hms2fa-admin"
+  bin="$(swift build -c release --show-bin-path)/hms2fa-admin"
   [ -x "$bin" ] || die "the release build failed"
   printf '%s\n' "$bin"
 }

@@ -108,7 +108,7 @@ public enum DeliveryService {
     on db: Connection, transports: DeliveryTransports, policy: RetryPolicy = RetryPolicy(), idle: Double = 5,
     shouldStop: () -> Bool, report: (DeliveryReport) -> Void
   ) throws(DeskError) {
-    try desk(action, on: db) { try db.execute("LISTEN hms2fa_outbox") }
+    _ = try desk(action, on: db) { try db.execute("LISTEN hms2fa_outbox") }
     while !shouldStop() {
       try drain(on: db, transports: transports, policy: policy, shouldStop: shouldStop, report: report)
       if shouldStop() { break }

@@ -1,8 +1,6 @@
 import Postgres
 
-/// Where a look-up connects: what `--database` and `--read-only` say, outside the argument
-/// parser, so that `user show`'s quick path (`FrontEnd.quickUserShow`) connects exactly as the
-/// parsed command does.
+/// Where a look-up connects: what `--database` and `--read-only` say.
 public struct LookupTarget: Sendable {
   public var database: String?
   public var readOnly: Bool
@@ -21,7 +19,7 @@ public struct LookupTarget: Sendable {
   }
 }
 
-/// `user show`: the card of one person, as the parsed command and the quick path print it.
+/// `user show`: the card of one person.
 public enum ShowCard {
   public static func run(account: String, from target: LookupTarget, console: Console) throws {
     let key = try AccountKey(parsing: account)

@@ -1,3 +1,0 @@
-import HelpDeskCLI
-
-CLI.main()
