@@ -31,8 +31,15 @@ public struct ResetOutcome: Sendable {
     public var lastUsedAt: String?
   }
 
-  /// `reset`, `pending_approval`, `dry_run` or `nothing_to_reset`.
-  public var status: String
+  /// What became of the call, as the database said it (`status`), decoded once.
+  public enum Status: String, Sendable {
+    case reset
+    case pendingApproval = "pending_approval"
+    case dryRun = "dry_run"
+    case nothingToReset = "nothing_to_reset"
+  }
+
+  public var status: Status
   public var accountID: String
   public var displayName: String
   public var email: String
@@ -65,7 +72,11 @@ public struct ResetOutcome: Sendable {
   public var pendingRequestID: Int64?
 
   init(_ d: JSONFields) throws {
-    status = try d.string("status")
+    let statusName = try d.string("status")
+    guard let status = Status(rawValue: statusName) else {
+      throw DeskError(.software, "internal error: a reset's status \(quoted(statusName)) is not known")
+    }
+    self.status = status
     accountID = try d.string("account_id")
     displayName = try d.string("display_name")
     email = try d.string("email")

@@ -1,4 +1,3 @@
-import Crypto
 import Postgres
 
 /// One numbered SQL file from `sql/`, compiled into the tool.
@@ -8,10 +7,7 @@ public struct Migration: Sendable {
 
   /// SHA-256 of the file, hex: what `db migrate` records and later compares.
   public var checksum: String {
-    SHA256.hash(data: Array(sql.utf8)).map { byte in
-      let hex = String(byte, radix: 16)
-      return byte < 16 ? "0" + hex : hex
-    }.joined()
+    Secrets.hex(Secrets.sha256(sql.utf8))
   }
 }
 

@@ -96,6 +96,15 @@ public enum PhoneVerification {
     case identity
   }
 
+  /// The verdict on a try at a code, as the database gives it.
+  enum CodeOutcome: String {
+    case verified
+    case wrongCode = "wrong_code"
+    case locked
+    case expired
+    case notPending = "not_pending"
+  }
+
   static let sendAction = DeskAction("sending a verification code", tier: .tier1)
   static let confirmAction = DeskAction("confirming a verification code", tier: .tier1)
   static let releaseAction = DeskAction("releasing a phone number from another account", tier: .tier2)
@@ -182,26 +191,30 @@ public enum PhoneVerification {
       else { throw DeskError(.software, "internal error: no outcome") }
       return result
     }
-    let outcome: String
+    let outcome: CodeOutcome
     let triesLeft: Int
     do {
-      outcome = try row.decode("outcome")
+      let name: String = try row.decode("outcome")
+      guard let known = CodeOutcome(rawValue: name) else {
+        throw DeskError(.software, "internal error: a code's outcome \(quoted(name)) is not known")
+      }
+      outcome = known
       triesLeft = try row.decode("tries_left")
     } catch {
       throw deskError(error)
     }
     let again = purpose == .ownership ? "hms2fa-admin phone verify" : "hms2fa-admin identity check"
     switch outcome {
-    case "verified":
+    case .verified:
       break
-    case "wrong_code":
+    case .wrongCode:
       throw .badData("the code is wrong; \(triesLeft) \(triesLeft == 1 ? "try" : "tries") left before it stops working")
-    case "locked":
+    case .locked:
       throw .badData(
         "the code is wrong, and that was the fifth wrong try: the code no longer works; send a new one with \(again)")
-    case "expired":
+    case .expired:
       throw .badData("the code expired (codes work for 10 minutes); send a new one with \(again)")
-    default:
+    case .notPending:
       throw .badData("no code is waiting any more (it was just used, replaced or ended); send a new one with \(again)")
     }
     do {

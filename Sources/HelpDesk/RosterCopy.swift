@@ -398,11 +398,5 @@ struct RosterCopy {
 }
 
 private func hex(_ digest: SHA256.Digest) -> String {
-  let digits = Array("0123456789abcdef".utf8)
-  var text: [UInt8] = []
-  for byte in digest {
-    text.append(digits[Int(byte >> 4)])
-    text.append(digits[Int(byte & 0x0F)])
-  }
-  return String(decoding: text, as: UTF8.self)
+  Secrets.hex(digest)
 }

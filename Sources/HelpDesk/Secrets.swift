@@ -53,6 +53,17 @@ public enum Secrets {
     Array(SHA256.hash(data: Array(bytes)))
   }
 
+  /// The bytes as lowercase hex, two digits each: the one spelling of digests and random names.
+  public static func hex(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    for byte in bytes {
+      text.append(digits[Int(byte >> 4)])
+      text.append(digits[Int(byte & 0x0F)])
+    }
+    return String(decoding: text, as: UTF8.self)
+  }
+
   /// base64url (RFC 4648 §5) without padding.
   public static func base64url(_ bytes: [UInt8]) -> String {
     let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)

@@ -74,7 +74,7 @@ struct EnrollmentCommand: ParsableCommand {
       let db = try global.connect()
       let plan = try EnrollmentReset.reset(
         id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: true, on: db)
-      if plan.status == "nothing_to_reset" {
+      if plan.status == .nothingToReset {
         console.emit(outcomeJSON(plan)) {
           "nothing to reset: \(id) has no device in use, no outstanding link, remembered browser or code; "
             + "\"Start setup\" already shows"
@@ -291,25 +291,25 @@ func planText(_ plan: ResetOutcome, showingApproval: Bool = true) -> String {
 
 func outcomeJSON(_ o: ResetOutcome) -> JSONValue {
   var members: [(String, JSONValue)] = [
-    ("status", .string(o.status)), ("account_id", .string(o.accountID)),
+    ("status", .string(o.status.rawValue)), ("account_id", .string(o.accountID)),
   ]
   switch o.status {
-  case "pending_approval":
+  case .pendingApproval:
     members += [
       ("request_id", o.requestID.map { .int($0) } ?? .null),
       ("approval_needed", .array(o.approvalNeeded.map { .string($0) })),
       ("expires_at", .string(o.requestExpiresAt)),
     ]
-  case "reset":
+  case .reset:
     members += [
       ("devices_retired", .int(o.devicesRetired)), ("links_revoked", .int(o.linksRevoked)),
       ("browsers_revoked", .int(o.browsersRevoked)), ("codes_cancelled", .int(o.codesCancelled)),
       ("enrollment", .string(o.enrollment)), ("start_setup_visible", o.startSetupVisible.map { .bool($0) } ?? .null),
       ("verified_via", .string(o.verifiedVia)), ("event_id", o.eventID.map { .int($0) } ?? .null),
     ]
-  case "nothing_to_reset":
+  case .nothingToReset:
     members += [("enrollment", .string("not_enrolled")), ("start_setup_visible", .bool(true))]
-  default:
+  case .dryRun:
     members += [
       (
         "devices",
@@ -334,7 +334,7 @@ func outcomeJSON(_ o: ResetOutcome) -> JSONValue {
 func report(
   _ outcome: ResetOutcome, ticket: Ticket, waiting: DeliveryWaitOptions, db: Connection, console: Console
 ) throws {
-  if outcome.status == "pending_approval" {
+  if outcome.status == .pendingApproval {
     console.emit(outcomeJSON(outcome)) {
       "not reset yet: request \(outcome.requestID.map(String.init) ?? "?") needs a different tier-2 agent's approval "
         + "(\(outcome.approvalNeeded.joined(separator: ", "))), within 24 hours:\n"

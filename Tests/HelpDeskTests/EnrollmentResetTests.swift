@@ -80,7 +80,7 @@ struct EnrollmentResetTests {
   func reset() throws {
     let setup = try Setup()
     let outcome = try setup.reset()
-    #expect(outcome.status == "reset")
+    #expect(outcome.status == .reset)
     #expect(outcome.devicesRetired == 3)
     #expect(outcome.linksRevoked == 1)
     #expect(outcome.browsersRevoked == 1)
@@ -126,7 +126,7 @@ struct EnrollmentResetTests {
     _ = try setup.reset()
     let before = try setup.snapshot()
     let again = try setup.reset()
-    #expect(again.status == "nothing_to_reset")
+    #expect(again.status == .nothingToReset)
     #expect(try setup.snapshot() == before)
   }
 
@@ -135,7 +135,7 @@ struct EnrollmentResetTests {
     let setup = try Setup()
     let before = try setup.snapshot()
     let plan = try setup.reset(dryRun: true)
-    #expect(plan.status == "dry_run")
+    #expect(plan.status == .dryRun)
     #expect(plan.devices.count == 3)
     #expect(plan.links == 1 && plan.browsers == 1 && plan.codes == 1)
     #expect(try setup.snapshot() == before)
@@ -183,7 +183,7 @@ struct EnrollmentResetTests {
     try Fixtures.rememberedBrowser("jd123", expiresInDays: 20, on: setup.admin)
     try setup.admin.execute("UPDATE hms2fa.devices SET last_used_at = now()")
     let outcome = try setup.reset(expectedPlan: third)
-    #expect(outcome.status == "reset")
+    #expect(outcome.status == .reset)
     #expect(outcome.devicesRetired == 4)
     #expect(outcome.browsersRevoked == 2)
   }
@@ -211,7 +211,7 @@ struct EnrollmentResetTests {
     #expect(stale?.status == .dataError)
     try insertProof("2 minutes")
     let outcome = try setup.reset(.codeOnFile)
-    #expect(outcome.status == "reset")
+    #expect(outcome.status == .reset)
     #expect(outcome.verifiedVia == "code-on-file")
     // The proof is used up: a new phone set up since doesn't make it good for a second reset.
     try Fixtures.device("jd123", isDefault: true, on: setup.admin)
@@ -224,7 +224,7 @@ struct EnrollmentResetTests {
   func highRisk() throws {
     let setup = try Setup(highRisk: true)
     let request = try setup.reset()
-    #expect(request.status == "pending_approval")
+    #expect(request.status == .pendingApproval)
     #expect(request.approvalNeeded == ["high_risk"])
     let id = try #require(request.requestID)
     #expect(
@@ -241,7 +241,7 @@ struct EnrollmentResetTests {
     #expect(tier1?.status == .noPermission)
 
     let done = try EnrollmentReset.approve(id, ticket: setup.ticket, on: setup.otherAgent)
-    #expect(done.status == "reset")
+    #expect(done.status == .reset)
     #expect(done.devicesRetired == 3)
     #expect(try setup.actions() == ["enrollment.reset_requested", "enrollment.reset_approved", "enrollment.reset"])
     let twice = #expect(throws: DeskError.self) {
@@ -269,7 +269,7 @@ struct EnrollmentResetTests {
     try EnrollmentReset.withdraw(id, ticket: setup.ticket, reason: "plan changed", on: setup.agent)
     let again = try #require(try setup.reset().requestID)
     let done = try EnrollmentReset.approve(again, ticket: setup.ticket, on: setup.otherAgent)
-    #expect(done.status == "reset")
+    #expect(done.status == .reset)
     #expect(done.devicesRetired == 4)
   }
 
@@ -279,7 +279,7 @@ struct EnrollmentResetTests {
     _ = try setup.reset()
     try Fixtures.device("jd123", phone: "+16175550111", on: setup.admin)
     let second = try setup.reset()
-    #expect(second.status == "pending_approval")
+    #expect(second.status == .pendingApproval)
     #expect(second.approvalNeeded == ["reset_within_30_days"])
 
     let recent = try Setup(lastUsedHoursAgo: 2)
@@ -287,7 +287,7 @@ struct EnrollmentResetTests {
       let plan = try recent.reset(via, dryRun: true)
       #expect(plan.approvalNeeded == ["device_used_in_last_24_hours"], "\(via)")
     }
-    #expect(try recent.reset(.inPerson).status == "reset")
+    #expect(try recent.reset(.inPerson).status == .reset)
   }
 
   @Test("an expired request can't be approved")
@@ -317,7 +317,7 @@ struct EnrollmentResetTests {
           let outcome = try EnrollmentReset.reset(
             try AccountID(parsing: "jd123"), ticket: try Ticket(parsing: "T9"), verifiedVia: .inPerson, reason: nil,
             dryRun: false, on: try database.connect(as: login))
-          statuses.update { $0.append(outcome.status) }
+          statuses.update { $0.append(outcome.status.rawValue) }
         } catch {
           statuses.update { $0.append("error: \(error)") }
         }
@@ -366,7 +366,7 @@ struct EnrollmentResetTests {
     #expect(terminated)
     #expect(result.value?.status == .unavailable)
     #expect(try setup.snapshot() == before)
-    #expect(try setup.reset().status == "reset")
+    #expect(try setup.reset().status == .reset)
   }
 
   @Test("the notice is queued in the reset's own transaction: a reset made with psql notifies too")

@@ -203,7 +203,7 @@ struct HardeningTests {
     let holder = try database.connect()
     try holder.execute("BEGIN")
     try holder.execute("SELECT 1 FROM hms2fa.devices WHERE account_id = 'jd123' FOR UPDATE")
-    let result = Locked<Result<String, Error>?>(nil)
+    let result = Locked<Result<ResetOutcome.Status, Error>?>(nil)
     let group = DispatchGroup()
     group.enter()
     Thread.detachNewThread {
@@ -222,7 +222,7 @@ struct HardeningTests {
     try holder.execute("SELECT hms2fa.audit('test.held_device', 'jd123', 'T1', NULL, '{}')")
     try holder.execute("COMMIT")
     group.wait()
-    #expect(try result.value?.get() == "reset")
+    #expect(try result.value?.get() == .reset)
     #expect(
       try Fixtures.auditActions(on: admin) == [
         "enrollment.reset_requested", "test.held_device", "enrollment.reset_approved", "enrollment.reset",

@@ -203,7 +203,7 @@ struct TrustTests {
     let desk = try Desk()
     // A callback while the phone was used an hour ago: a request for a second agent.
     let request = try desk.reset(.callback)
-    #expect(request.status == "pending_approval")
+    #expect(request.status == .pendingApproval)
     let id = try #require(request.requestID)
     for via in [IdentityVerification.inPerson, .video, .callback] {
       let direct = #expect(throws: DeskError.self) { try desk.reset(via) }
@@ -227,7 +227,7 @@ struct TrustTests {
     }
     #expect(approve?.status == .dataError)
     // Withdrawn, the account can be reset (or requested) again.
-    #expect(try desk.reset(.video).status == "pending_approval")
+    #expect(try desk.reset(.video).status == .pendingApproval)
     #expect(
       try Fixtures.auditActions(on: desk.admin) == [
         "enrollment.reset_requested", "enrollment.reset_withdrawn", "enrollment.reset_requested",
@@ -249,7 +249,7 @@ struct TrustTests {
       """)
     // A high-risk account: even with a code on file, this is a request.
     let request = try desk.reset(.codeOnFile)
-    #expect(request.status == "pending_approval")
+    #expect(request.status == .pendingApproval)
     try EnrollmentReset.withdraw(try #require(request.requestID), ticket: desk.ticket, reason: nil, on: desk.tier2)
     let again = #expect(throws: DeskError.self) { try desk.reset(.codeOnFile) }
     #expect(again?.status == .dataError, "the proof opened one request and no other")

@@ -244,10 +244,7 @@ func uniqueFileName() -> String {
   gethostname(&host, host.count - 1)
   let hostName = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     .map { $0 == "/" || $0 == ":" ? "_" : $0 }
-  let random = Secrets.randomBytes(8).map { byte in
-    let hex = String(byte, radix: 16)
-    return hex.count == 1 ? "0" + hex : hex
-  }.joined()
+  let random = Secrets.hex(Secrets.randomBytes(8))
   var now = timespec()
   clock_gettime(CLOCK_REALTIME, &now)
   let micros = String(now.tv_nsec / 1_000)

@@ -84,10 +84,7 @@ public struct MailMessage: Sendable {
     self.subject = subject
     self.body = body
     self.date = date
-    let random = Secrets.randomBytes(12).map { byte in
-      let hex = String(byte, radix: 16)
-      return hex.count == 1 ? "0" + hex : hex
-    }.joined()
+    let random = Secrets.hex(Secrets.randomBytes(12))
     let domain = from.address.split(separator: "@").last.map(String.init) ?? "localhost"
     self.messageID = "<\(Int(date.timeIntervalSince1970)).\(random)@\(domain)>"
   }
