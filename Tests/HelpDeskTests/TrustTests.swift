@@ -72,6 +72,33 @@ struct TrustTests {
     #expect(try Data(contentsOf: URL(fileURLWithPath: file)) == before)
   }
 
+  @Test("a backup restored with pg_dump and pg_restore keeps the chain and its anchors, and its migrations")
+  func backupAndRestore() throws {
+    let bin = try #require(TestCluster.serverBinaries, "HMS2FA_TEST_PGBIN names the server's binaries")
+    let database = try seeded(5)
+    let file = try scratchDirectory("backup")
+    let anchors = file + "/anchors"
+    _ = try AuditLog.anchor(to: anchors, on: try database.connect(as: try database.createLogin(.batch)))
+    let copy = try TestDatabase.create(migrated: false)
+    for step in [
+      [bin + "/pg_dump", "-Fc", "-f", file + "/dump", try database.conninfo()],
+      [bin + "/pg_restore", "--exit-on-error", "-d", try copy.conninfo(), file + "/dump"],
+    ] {
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: step[0])
+      process.arguments = Array(step.dropFirst())
+      try process.run()
+      process.waitUntilExit()
+      #expect(process.terminationStatus == 0, "\(step[0])")
+    }
+    let verified = try Tool.run(["audit", "verify", "--anchors", anchors, "--json", "--database", try copy.conninfo()])
+    #expect(verified.status == 0, "\(verified.stderr)")
+    #expect(verified.stdout.contains("\"events\":5"))
+    let status = try Tool.run(["db", "status", "--database", try copy.conninfo()])
+    #expect(status.status == 0)
+    #expect(!status.stdout.contains("pending") && !status.stdout.contains("changed"), "\(status.stdout)")
+  }
+
   @Test("audit anchor refuses a broken chain, and needs the batch tier")
   func anchorRefusals() throws {
     let database = try seeded(3)
