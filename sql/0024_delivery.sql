@@ -29,6 +29,23 @@ ALTER TABLE hms2fa.phone_verifications ALTER COLUMN salt DROP NOT NULL;
 ALTER TABLE hms2fa.phone_verifications
   ADD CONSTRAINT code_and_salt_together CHECK ((code_hash IS NULL) = (salt IS NULL));
 
+-- Clean text -------------------------------------------------------------------------------
+
+-- Text a person typed that the record keeps: 1 to 500 characters, no C0 or C1 control, DEL,
+-- bidirectional override or isolate, or zero-width character (what can hide or reorder text).
+CREATE FUNCTION hms2fa.is_clean_text(p_text text) RETURNS boolean
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
+RETURN char_length(p_text) <= 500
+   AND p_text !~ '[\x01-\x1F\x7F-\x9F\u061C\u200B-\u200F\u202A-\u202E\u2060-\u2069\uFEFF]';
+
+-- The same text made clean, for text a program wrote (a delivery program's error line).
+CREATE FUNCTION hms2fa.clean_text(p_text text) RETURNS text
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp
+RETURN left(regexp_replace(p_text, '[\x01-\x1F\x7F-\x9F\u061C\u200B-\u200F\u202A-\u202E\u2060-\u2069\uFEFF]', ' ', 'g'),
+            500);
+
 -- The outbox ----------------------------------------------------------------------------------
 
 CREATE TABLE hms2fa.outbox (
@@ -724,7 +741,8 @@ CREATE FUNCTION hms2fa_api.record_delivery(
 AS $$
 DECLARE
   m hms2fa.outbox;
-  v_error text := left(p_error, 500);
+  -- A delivery program's error line goes into the record cleaned, never refused.
+  v_error text := hms2fa.clean_text(p_error);
   v_state text;
 BEGIN
   IF p_outcome IS NULL OR p_outcome NOT IN ('sent', 'retry', 'failed') THEN

@@ -27,22 +27,7 @@ GRANT hms2fa_tier1, hms2fa_tier2, hms2fa_batch, hms2fa_auditor, hms2fa_signin, h
 
 SET LOCAL ROLE hms2fa_owner;
 
--- Clean text ---------------------------------------------------------------------------------
-
--- Text a person typed that the record keeps: 1 to 500 characters, no C0 or C1 control, DEL,
--- bidirectional override or isolate, or zero-width character (what can hide or reorder text).
-CREATE FUNCTION hms2fa.is_clean_text(p_text text) RETURNS boolean
-  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-  SET search_path = pg_catalog, pg_temp
-RETURN char_length(p_text) <= 500
-   AND p_text !~ '[\x01-\x1F\x7F-\x9F\u061C\u200B-\u200F\u202A-\u202E\u2060-\u2069\uFEFF]';
-
--- The same text made clean, for text a program wrote (a delivery program's error line).
-CREATE FUNCTION hms2fa.clean_text(p_text text) RETURNS text
-  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-  SET search_path = pg_catalog, pg_temp
-RETURN left(regexp_replace(p_text, '[\x01-\x1F\x7F-\x9F\u061C\u200B-\u200F\u202A-\u202E\u2060-\u2069\uFEFF]', ' ', 'g'),
-            500);
+-- Clean text (hms2fa.is_clean_text, 0024) -----------------------------------------------------
 
 -- Every event, whoever inserts it: its ticket, reason and every string in its details.
 CREATE OR REPLACE FUNCTION hms2fa.audit_chain_append() RETURNS trigger
@@ -72,59 +57,6 @@ BEGIN
                                   NEW.account_id, NEW.ticket, NEW.reason, NEW.details);
   UPDATE hms2fa.audit_chain_head SET last_event_id = NEW.event_id, last_hash = NEW.hash;
   RETURN NEW;
-END
-$$;
-
--- A delivery program's error line goes into the record cleaned, never refused.
-CREATE OR REPLACE FUNCTION hms2fa_api.record_delivery(
-  p_message_id bigint, p_attempt integer, p_outcome text, p_error text DEFAULT NULL,
-  p_retry_after interval DEFAULT NULL
-) RETURNS text
-  LANGUAGE plpgsql SECURITY DEFINER
-  SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  m hms2fa.outbox;
-  v_error text := hms2fa.clean_text(p_error);
-  v_state text;
-BEGIN
-  IF p_outcome IS NULL OR p_outcome NOT IN ('sent', 'retry', 'failed') THEN
-    RAISE EXCEPTION 'an outcome is sent, retry or failed' USING ERRCODE = 'H2U08';
-  END IF;
-  SELECT * INTO m FROM hms2fa.outbox o WHERE o.message_id = p_message_id FOR UPDATE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'no message %', p_message_id USING ERRCODE = 'H2D08';
-  END IF;
-  IF m.state <> 'sending' OR m.attempts <> p_attempt THEN
-    RETURN m.state;
-  END IF;
-
-  IF p_outcome = 'sent' THEN
-    v_state := 'sent';
-    UPDATE hms2fa.outbox o SET state = 'sent', ended_at = now(), last_error = NULL
-     WHERE o.message_id = m.message_id;
-  ELSIF p_outcome = 'retry' AND p_retry_after IS NOT NULL THEN
-    v_state := 'queued';
-    UPDATE hms2fa.outbox o SET state = 'queued', next_attempt_at = now() + p_retry_after, last_error = v_error
-     WHERE o.message_id = m.message_id;
-  ELSE
-    v_state := 'failed';
-    UPDATE hms2fa.outbox o SET state = 'failed', ended_at = now(), last_error = v_error
-     WHERE o.message_id = m.message_id;
-    -- Nothing the person never received may keep working.
-    IF m.kind = 'activation_link' THEN
-      UPDATE hms2fa.activation_links l SET revoked_at = now(), revoked_reason = 'delivery failed'
-       WHERE l.link_id = m.link_id AND l.used_at IS NULL AND l.revoked_at IS NULL;
-    ELSIF m.kind = 'phone_code' THEN
-      UPDATE hms2fa.phone_verifications v SET state = 'cancelled', ended_at = now()
-       WHERE v.verification_id = m.verification_id AND v.state = 'pending';
-    END IF;
-    PERFORM hms2fa.audit('delivery.failed', m.account_id, m.ticket, v_error,
-      jsonb_build_object('message_id', m.message_id, 'kind', m.kind, 'channel', m.channel,
-                         'attempts', m.attempts, 'link_id', m.link_id, 'verification_id', m.verification_id));
-  END IF;
-  PERFORM pg_notify('hms2fa_delivery', m.message_id::text);
-  RETURN v_state;
 END
 $$;
 

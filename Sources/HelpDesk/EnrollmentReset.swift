@@ -213,7 +213,8 @@ public enum EnrollmentReset {
   ///   without tier2).
   public static func withdraw(_ id: Int64, ticket: Ticket, reason: String?, on db: Connection) throws(DeskError) {
     try desk(withdrawAction, on: db) {
-      _ = try db.execute("SELECT hms2fa_api.withdraw_reset(\(id), \(ticket.value), \(reason))")
+      let withdraw: Query = "SELECT hms2fa_api.withdraw_reset(\(id), \(ticket.value), \(reason))"
+      _ = try db.execute(withdraw)
     }
   }
 }

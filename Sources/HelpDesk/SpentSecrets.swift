@@ -32,7 +32,8 @@ public enum SpentSecrets {
     let start = DeliveryProgram.monotonicSeconds()
     while true {
       let row = try desk(action, on: db) {
-        try db.queryFirst("SELECT links, codes, tries, bodies FROM hms2fa_api.purge_spent_secrets(\(batchSize))")
+        let purge: Query = "SELECT links, codes, tries, bodies FROM hms2fa_api.purge_spent_secrets(\(batchSize))"
+        return try db.queryFirst(purge)
       }
       let cleared: [Int]
       do {

@@ -37,8 +37,8 @@ public enum Staff {
     // The database grants and records in one call, as hms2fa_staff_admin: the operator's login
     // needs hms2fa_operator, not CREATEROLE, and can't change a tier without the record.
     try desk(operatorAction, on: db) {
-      try db.execute(
-        "SELECT hms2fa_api.change_staff(\(login), \(tier.rawValue), \(granted), \(ticket.value))")
+      let change: Query = "SELECT hms2fa_api.change_staff(\(login), \(tier.rawValue), \(granted), \(ticket.value))"
+      try db.execute(change)
     }
   }
 

@@ -152,8 +152,8 @@ public enum DeliveryService {
         case .phoneCode:
           let code = Secrets.newCode()
           let salt = Secrets.randomBytes(16)
-          let store: Query =
-            "SELECT hms2fa_api.store_message_secret(\(message.messageID), \(code.saltedHash(salt)), \(salt))"
+          let hash = code.saltedHash(salt)
+          let store: Query = "SELECT hms2fa_api.store_message_secret(\(message.messageID), \(hash), \(salt))"
           try db.execute(store)
           return (message, .code(code))
         case .resetNotice, .releaseNotice:

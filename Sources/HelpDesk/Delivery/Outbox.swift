@@ -62,9 +62,10 @@ public enum Outbox {
       try db.execute("LISTEN hms2fa_delivery")
       defer { _ = try? db.execute("UNLISTEN hms2fa_delivery") }
       let deadline = DeliveryProgram.monotonicSeconds() + max(0, wait)
+      let look: Query = "SELECT state, last_error FROM hms2fa_api.message_state(\(id))"
       while true {
         guard
-          let row = try db.queryFirst("SELECT state, last_error FROM hms2fa_api.message_state(\(id))")
+          let row = try db.queryFirst(look)
         else { throw DeskError(.software, "internal error: message \(id) is not in the outbox") }
         let state: String = try row.decode("state")
         let lastError: String? = try row.decode("last_error")
