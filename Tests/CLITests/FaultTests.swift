@@ -291,12 +291,3 @@ struct FaultTests {
     #expect(!next.stdout.contains("\"roster_copy\":null"), "\(next.stdout)")
   }
 }
-
-/// A value shared between threads.
-final class Locked<Value>: @unchecked Sendable {
-  private let lock = NSLock()
-  private var stored: Value
-  init(_ value: Value) { stored = value }
-  var value: Value { lock.withLock { stored } }
-  func update(_ change: (inout Value) -> Void) { lock.withLock { change(&stored) } }
-}

@@ -40,23 +40,19 @@ struct JobsCLITests {
     }
   }
 
-  private func json(_ text: String) throws -> [String: Any] {
-    try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-  }
-
   @Test("prints deleted, batches, duration_seconds, complete; logs progress off a terminal")
   func output() throws {
     let job = try Job(expired: 12, live: 30)
     let dry = try job.run(["--dry-run", "--json"])
     #expect(dry.status == 0, "\(dry.stderr)")
-    let counted = try json(dry.stdout)
+    let counted = try jsonObject(dry.stdout)
     #expect(counted["would_delete"] as? Int == 12)
     #expect(counted["deleted"] as? Int == 0)
     #expect(try job.count("expires_at < now()") == 12)
 
     let out = try job.run(["--batch-size", "5", "--log-every", "1", "--json"])
     #expect(out.status == 0, "\(out.stderr)")
-    let result = try json(out.stdout)
+    let result = try jsonObject(out.stdout)
     #expect(result["deleted"] as? Int == 12)
     #expect(result["batches"] as? Int == 3)
     #expect(result["complete"] as? Bool == true)
@@ -93,7 +89,7 @@ struct JobsCLITests {
     let busy = try job.run(["--force", "--json"])
     #expect(busy.status == 75)
     #expect(busy.stderr.split(separator: "\n").count == 1)
-    #expect((try json(busy.stdout)["error"] as? [String: Any])?["exit_code"] as? Int == 75)
+    #expect((try jsonObject(busy.stdout)["error"] as? [String: Any])?["exit_code"] as? Int == 75)
     try holder.execute("SELECT hms2fa_api.expire_remembered_unlock()")
 
     let refused = try job.run([])
@@ -174,7 +170,7 @@ struct JobsCLITests {
     #expect(process.terminationReason == .exit)
     #expect(process.terminationStatus == 75, "\(seen)")
     #expect(seen.contains("stopped by SIGTERM"))
-    let result = try json(stdout)
+    let result = try jsonObject(stdout)
     #expect(result["complete"] as? Bool == false)
     let deleted = try #require(result["deleted"] as? Int)
     #expect(deleted > 0 && deleted < 60_000)
@@ -189,7 +185,7 @@ struct JobsCLITests {
 
     let next = try job.run(["--json", "--max-fraction", "1"])
     #expect(next.status == 0, "\(next.stderr)")
-    #expect(try json(next.stdout)["complete"] as? Bool == true)
+    #expect(try jsonObject(next.stdout)["complete"] as? Bool == true)
     #expect(try job.count("true") == 30)
   }
 
@@ -238,8 +234,8 @@ struct JobsCLITests {
     try job.admin.execute("DROP TRIGGER hold_third_delete ON hms2fa.remembered_browsers")
     let next = try job.run(["--batch-size", "5", "--json"])
     #expect(next.status == 0, "\(next.stderr)")
-    #expect(try json(next.stdout)["deleted"] as? Int == 10)
-    #expect(try json(next.stdout)["complete"] as? Bool == true)
+    #expect(try jsonObject(next.stdout)["deleted"] as? Int == 10)
+    #expect(try jsonObject(next.stdout)["complete"] as? Bool == true)
     #expect(try job.count("true") == 30)
   }
 }

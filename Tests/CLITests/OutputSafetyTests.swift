@@ -9,7 +9,7 @@ import Testing
 @Suite("output safety")
 struct OutputSafetyTests {
   /// The end-to-end suite's desk: jd123 with a device and a browser, a tier1 and a tier2 login.
-  typealias Desk = CLITests.Desk
+  typealias Desk = CLIDesk
 
   /// A scratch folder for programs and what they record.
   private func scratch(_ name: String) throws -> String {

@@ -293,12 +293,3 @@ struct ActivationTests {
     #expect(!text.contains("token"))
   }
 }
-
-/// A value shared between threads.
-final class Locked<Value>: @unchecked Sendable {
-  private let lock = NSLock()
-  private var stored: Value
-  init(_ value: Value) { stored = value }
-  var value: Value { lock.withLock { stored } }
-  func update(_ change: (inout Value) -> Void) { lock.withLock { change(&stored) } }
-}

@@ -4,9 +4,10 @@ import Postgres
 import TestSupport
 import Testing
 
-/// Migration 0015 (sql/0015_hardening.sql): a section of tests for each hole it closes, as the
-/// roles involved, with raw SQL where psql is the way in.
-@Suite("hardening (0015)")
+/// The rules the database holds against its own clients: a section of tests for each hole
+/// found by reading the schema as an attacker with each role would, with raw SQL where psql is
+/// the way in.
+@Suite("rules the database holds against its own clients")
 struct HardeningTests {
   /// Waiting codes whose code the test knows.
   enum Codes {
