@@ -16,8 +16,8 @@ accounts=${3:-5000}
 
 ensure_prerequisites
 say "building hms2fa-admin (release)"
-swift build -c release --static-swift-stdlib 2>&1 | grep -E 'error|warning: unre' || true
-bin="$(swift build -c release --static-swift-stdlib --show-bin-path)/hms2fa-admin"
+swift build -c release 2>&1 | grep -E 'error|warning: unre' || true
+bin="$(swift build -c release --show-bin-path)/hms2fa-admin"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hms2fa-load.XXXXXX")
 chmod 755 "$work"
@@ -46,11 +46,17 @@ SELECT sha256(('b' || g)::bytea), 'u' || (1 + g % $accounts), 'Firefox',
 ANALYZE;
 SQL
 for i in $(seq 1 "$agents"); do
-  "${psql[@]}" -c "CREATE ROLE agent$i LOGIN" -c "GRANT hms2fa_tier2 TO agent$i"
+  "${psql[@]}" -c "CREATE ROLE agent$i LOGIN"
+  "$bin" staff grant "agent$i" --role tier2 --ticket LOAD-0 >/dev/null
 done
-"${psql[@]}" -c "CREATE ROLE nightly LOGIN" -c "GRANT hms2fa_batch TO nightly"
-export HMS2FA_MAILER="maildir:$work/mail" HMS2FA_SMS="spool:$work/sms"
+"${psql[@]}" -c "CREATE ROLE nightly LOGIN" -c "CREATE ROLE sender LOGIN"
+"$bin" staff grant nightly --role batch --ticket LOAD-0 >/dev/null
+"$bin" staff grant sender --role delivery --ticket LOAD-0 >/dev/null
 mkdir -p "$work/mail" "$work/sms" "$work/out"
+# The delivery service sends the links and notices the agents queue; they wait for it, as at the desk.
+HMS2FA_MAILER="maildir:$work/mail" HMS2FA_SMS="spool:$work/sms" PGUSER=sender \
+  "$bin" delivery run >"$work/delivery.log" 2>&1 </dev/null &
+delivery=$!
 
 # One agent: OPS operations on random people; one line per operation: kind status milliseconds.
 agent() {
@@ -95,6 +101,8 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 finished=$(date +%s%N)
 touch "$work/stop"
 wait "$job" || true
+kill -TERM "$delivery" 2>/dev/null || true
+wait "$delivery" || true
 
 cat "$work"/agent*.log >"$work/all.log"
 total=$(wc -l <"$work/all.log")
@@ -123,8 +131,9 @@ jobruns=$(grep -c '"deleted"\|deleted' "$work/job.log" 2>/dev/null || true)
 echo "deadlocks seen by agents: $deadlocks; internal errors or lost connections: $internal"
 echo "successful changes: $expected, of which $nothing had nothing to do; audit events by agents: $events"
 echo "nightly job runs during the load: ${jobruns:-0}"
-verify=$(PGUSER=postgres "$bin" audit verify 2>&1 || true)
-echo "audit verify: $verify"
+verified=0
+verify=$(PGUSER=postgres "$bin" audit verify 2>&1) || verified=$?
+echo "audit verify (exit $verified): $verify"
 [ "$deadlocks" -eq 0 ] && [ "$internal" -eq 0 ] && [ "$events" -eq $((expected - nothing)) ] &&
-  [[ "$verify" == ok:* ]] || { echo "FAILED"; exit 1; }
+  [ "$verified" -eq 0 ] || { echo "FAILED"; exit 1; }
 echo "PASSED"

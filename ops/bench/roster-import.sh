@@ -34,8 +34,8 @@ runs=${2:-5}
 
 ensure_prerequisites
 say "building the release binary"
-swift build -c release --static-swift-stdlib >/dev/null
-admin="$(swift build -c release --static-swift-stdlib --show-bin-path)/hms2fa-admin"
+swift build -c release >/dev/null
+admin="$(swift build -c release --show-bin-path)/hms2fa-admin"
 psql_bin="$PG_BIN/psql"
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/hms2fa-bench.XXXXXX")
