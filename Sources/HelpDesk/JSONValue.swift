@@ -1,3 +1,9 @@
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
 /// A JSON document built in order, with explicit nulls: what `--json` prints.
 public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
   ExpressibleByBooleanLiteral
@@ -101,33 +107,21 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
 }
 
 extension JSONValue {
-  /// A JSON document that is not valid RFC 8259 text, with the byte offset of the problem.
+  /// A JSON document that is not valid JSON text.
   public struct SyntaxError: Error, Sendable, CustomStringConvertible {
-    public var offset: Int
     public var problem: String
-    public var description: String { "\(problem) at byte \(offset)" }
+    public var description: String { problem }
   }
 
-  /// Reads JSON text (RFC 8259: one value, surrounded by optional white space; strings with
-  /// every escape, surrogate pairs joined; integers that fit 64 bits as `.int`, other numbers as
-  /// `.double`; nesting at most 64 deep). Member order is kept; a repeated member name is kept
-  /// twice, as jsonb never produces one.
-  ///
-  /// The documents the database composes (the card, a reset's outcome, a phone's owners) are
-  /// read with this and `JSONFields`, not `JSONDecoder`, whose type-metadata look-ups cost more
-  /// than a millisecond at every start (README, Benchmarks).
+  /// Reads JSON text with Foundation's `JSONDecoder`: the documents the database composes (the
+  /// card, a reset's outcome, a phone's owners), read through `JSONFields`. An object's members
+  /// come back in name order.
   public static func parse(_ text: String) throws(SyntaxError) -> JSONValue {
-    var copy = text
-    let result = copy.withUTF8 { bytes in
-      Result { () throws(SyntaxError) -> JSONValue in
-        var reader = Reader(bytes: bytes)
-        let value = try reader.value(depth: 0)
-        reader.skipSpace()
-        guard reader.offset == bytes.count else { throw reader.error("text after the JSON value") }
-        return value
-      }
+    do {
+      return try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+    } catch {
+      throw SyntaxError(problem: "not a JSON document (\(error))")
     }
-    return try result.get()
   }
 
   /// The member `name` of an object, nil when absent or when this is not an object.
@@ -135,180 +129,26 @@ extension JSONValue {
     guard case .object(let members) = self else { return nil }
     return members.first { $0.0 == name }?.1
   }
+}
 
-  private struct Reader {
-    let bytes: UnsafeBufferPointer<UInt8>
-    var offset = 0
-
-    init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
-
-    func error(_ problem: String) -> SyntaxError { SyntaxError(offset: offset, problem: problem) }
-
-    mutating func skipSpace() {
-      while offset < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[offset]) { offset += 1 }
-    }
-
-    mutating func value(depth: Int) throws(SyntaxError) -> JSONValue {
-      guard depth < 64 else { throw error("nesting deeper than 64") }
-      skipSpace()
-      guard offset < bytes.count else { throw error("a value expected") }
-      switch bytes[offset] {
-      case UInt8(ascii: "{"):
-        offset += 1
-        var members: [(String, JSONValue)] = []
-        if consume(UInt8(ascii: "}")) { return .object(members) }
-        repeat {
-          skipSpace()
-          guard offset < bytes.count, bytes[offset] == UInt8(ascii: "\"") else { throw error("a member name expected") }
-          let name = try string()
-          guard consume(UInt8(ascii: ":")) else { throw error("':' expected") }
-          members.append((name, try value(depth: depth + 1)))
-        } while try !endOrComma(UInt8(ascii: "}"))
-        return .object(members)
-      case UInt8(ascii: "["):
-        offset += 1
-        var items: [JSONValue] = []
-        if consume(UInt8(ascii: "]")) { return .array(items) }
-        repeat {
-          items.append(try value(depth: depth + 1))
-        } while try !endOrComma(UInt8(ascii: "]"))
-        return .array(items)
-      case UInt8(ascii: "\""): return .string(try string())
-      case UInt8(ascii: "t"): return try literal("true", .bool(true))
-      case UInt8(ascii: "f"): return try literal("false", .bool(false))
-      case UInt8(ascii: "n"): return try literal("null", .null)
-      default: return try number()
-      }
-    }
-
-    /// Skips white space, then takes `byte` if it comes next.
-    mutating func consume(_ byte: UInt8) -> Bool {
-      skipSpace()
-      guard offset < bytes.count, bytes[offset] == byte else { return false }
-      offset += 1
-      return true
-    }
-
-    /// After a member or an item: true when `closer` ends the container, false after a comma.
-    mutating func endOrComma(_ closer: UInt8) throws(SyntaxError) -> Bool {
-      if consume(UInt8(ascii: ",")) { return false }
-      if consume(closer) { return true }
-      throw error("',' or '\(Character(Unicode.Scalar(closer)))' expected")
-    }
-
-    mutating func literal(_ word: StaticString, _ value: JSONValue) throws(SyntaxError) -> JSONValue {
-      let count = word.utf8CodeUnitCount
-      guard offset + count <= bytes.count,
-        (0..<count).allSatisfy({ bytes[offset + $0] == word.utf8Start[$0] })
-      else { throw error("a value expected") }
-      offset += count
-      return value
-    }
-
-    mutating func number() throws(SyntaxError) -> JSONValue {
-      let start = offset
-      func digits() -> Int {
-        let from = offset
-        while offset < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[offset]) { offset += 1 }
-        return offset - from
-      }
-      if offset < bytes.count, bytes[offset] == UInt8(ascii: "-") { offset += 1 }
-      let leading = offset
-      guard digits() > 0 else { throw error("a value expected") }
-      if bytes[leading] == UInt8(ascii: "0"), offset - leading > 1 { throw error("a number with a leading zero") }
-      var integral = true
-      if offset < bytes.count, bytes[offset] == UInt8(ascii: ".") {
-        offset += 1
-        integral = false
-        guard digits() > 0 else { throw error("digits expected after '.'") }
-      }
-      if offset < bytes.count, bytes[offset] == UInt8(ascii: "e") || bytes[offset] == UInt8(ascii: "E") {
-        offset += 1
-        integral = false
-        if offset < bytes.count, bytes[offset] == UInt8(ascii: "+") || bytes[offset] == UInt8(ascii: "-") {
-          offset += 1
-        }
-        guard digits() > 0 else { throw error("digits expected in the exponent") }
-      }
-      let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<offset]), as: UTF8.self)
-      if integral, let int = Int64(text) { return .int(int) }
-      guard let double = Double(text) else { throw error("a number out of range") }
-      return .double(double)
-    }
-
-    /// A string, the opening quote at `offset`.
-    mutating func string() throws(SyntaxError) -> String {
-      offset += 1
-      var out = ""
-      var runStart = offset
-      func flush(_ end: Int) {
-        out += String(decoding: UnsafeBufferPointer(rebasing: bytes[runStart..<end]), as: UTF8.self)
-      }
-      while offset < bytes.count {
-        let byte = bytes[offset]
-        if byte == UInt8(ascii: "\"") {
-          flush(offset)
-          offset += 1
-          return out
-        }
-        if byte < 0x20 { throw error("a control character inside a string") }
-        if byte != UInt8(ascii: "\\") {
-          offset += 1
-          continue
-        }
-        flush(offset)
-        offset += 1
-        guard offset < bytes.count else { break }
-        let escape = bytes[offset]
-        offset += 1
-        switch escape {
-        case UInt8(ascii: "\""): out += "\""
-        case UInt8(ascii: "\\"): out += "\\"
-        case UInt8(ascii: "/"): out += "/"
-        case UInt8(ascii: "b"): out += "\u{08}"
-        case UInt8(ascii: "f"): out += "\u{0C}"
-        case UInt8(ascii: "n"): out += "\n"
-        case UInt8(ascii: "r"): out += "\r"
-        case UInt8(ascii: "t"): out += "\t"
-        case UInt8(ascii: "u"):
-          var scalar = try hex4()
-          if (0xD800...0xDBFF).contains(scalar), offset + 1 < bytes.count, bytes[offset] == UInt8(ascii: "\\"),
-            bytes[offset + 1] == UInt8(ascii: "u")
-          {
-            let resume = offset
-            offset += 2
-            let low = try hex4()
-            if (0xDC00...0xDFFF).contains(low) {
-              scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-            } else {
-              offset = resume
-            }
-          }
-          // A lone surrogate is no character: U+FFFD, as String(decoding:) reads bad UTF-8.
-          out.unicodeScalars.append(Unicode.Scalar(scalar) ?? "\u{FFFD}")
-        default: throw error("an unknown escape")
-        }
-        runStart = offset
-      }
-      throw error("a string never closed")
-    }
-
-    mutating func hex4() throws(SyntaxError) -> UInt32 {
-      guard offset + 4 <= bytes.count else { throw error("four hex digits expected after \\u") }
-      var value: UInt32 = 0
-      for _ in 0..<4 {
-        let byte = bytes[offset]
-        let digit: UInt8
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
-        default: throw error("four hex digits expected after \\u")
-        }
-        value = value << 4 | UInt32(digit)
-        offset += 1
-      }
-      return value
+extension JSONValue: Decodable {
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.singleValueContainer()
+    if container.decodeNil() {
+      self = .null
+    } else if let flag = try? container.decode(Bool.self) {
+      self = .bool(flag)
+    } else if let number = try? container.decode(Int64.self) {
+      self = .int(number)
+    } else if let number = try? container.decode(Double.self) {
+      self = .double(number)
+    } else if let text = try? container.decode(String.self) {
+      self = .string(text)
+    } else if let items = try? container.decode([JSONValue].self) {
+      self = .array(items)
+    } else {
+      let members = try container.decode([String: JSONValue].self)
+      self = .object(members.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
   }
 }
