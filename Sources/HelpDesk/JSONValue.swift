@@ -4,7 +4,7 @@
   import Foundation
 #endif
 
-/// A JSON document built in order, with explicit nulls: what `--json` prints.
+/// A JSON document with explicit nulls: what `--json` prints (written by `JSONEncoder`).
 public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
   ExpressibleByBooleanLiteral
 {
@@ -25,43 +25,20 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
   public static func string(_ value: String?) -> JSONValue { value.map { .string($0) } ?? .null }
   public static func int(_ value: Int?) -> JSONValue { value.map { .int(Int64($0)) } ?? .null }
 
-  /// Compact JSON text.
+  /// Compact JSON text, written by Foundation's `JSONEncoder` (members in name order), then with
+  /// every character a terminal or a reader would be misled by written as a `\u` escape.
   public var text: String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    guard let data = try? encoder.encode(self) else { return "null" }
     var out = ""
-    write(to: &out)
+    JSONValue.escapingControls(String(decoding: data, as: UTF8.self), into: &out)
     return out
   }
 
-  private func write(to out: inout String) {
-    switch self {
-    case .null: out += "null"
-    case .bool(let b): out += b ? "true" : "false"
-    case .int(let i): out += String(i)
-    case .double(let d): out += d.isFinite ? String(d) : "null"
-    case .string(let s): JSONValue.quote(s, into: &out)
-    case .raw(let text): JSONValue.escapingControls(text, into: &out)
-    case .array(let items):
-      out += "["
-      for (i, item) in items.enumerated() {
-        if i > 0 { out += "," }
-        item.write(to: &out)
-      }
-      out += "]"
-    case .object(let members):
-      out += "{"
-      for (i, (key, value)) in members.enumerated() {
-        if i > 0 { out += "," }
-        JSONValue.quote(key, into: &out)
-        out += ":"
-        value.write(to: &out)
-      }
-      out += "}"
-    }
-  }
-
-  /// JSON text from elsewhere (PostgreSQL's jsonb output escapes only C0 controls), with DEL,
-  /// C1 controls and the line separators, which can only stand inside its strings, written as
-  /// `\u` escapes: the same document to a JSON reader, nothing a terminal acts on.
+  /// JSON text with DEL, the C1 controls and the invisible characters, which can only stand
+  /// inside its strings, written as `\u` escapes: the same document to a JSON reader, nothing a
+  /// terminal acts on.
   private static func escapingControls(_ text: String, into out: inout String) {
     guard text.unicodeScalars.contains(where: { actsOnTerminal($0.value) }) else {
       out += text
@@ -70,24 +47,6 @@ public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, Expressibl
     for scalar in text.unicodeScalars {
       if actsOnTerminal(scalar.value) { unicodeEscape(scalar, into: &out) } else { out.unicodeScalars.append(scalar) }
     }
-  }
-
-  private static func quote(_ s: String, into out: inout String) {
-    out += "\""
-    for scalar in s.unicodeScalars {
-      switch scalar {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      // Controls (C0, DEL, C1: a terminal acts on ESC and CSI even inside a JSON string) and the
-      // line separators, written as \u escapes: the same string to a JSON reader.
-      case _ where scalar.value < 0x20 || actsOnTerminal(scalar.value): unicodeEscape(scalar, into: &out)
-      default: out.unicodeScalars.append(scalar)
-      }
-    }
-    out += "\""
   }
 
   /// DEL, the C1 controls, the line and paragraph separators, and the characters that hide or
@@ -128,6 +87,38 @@ extension JSONValue {
   public subscript(name: String) -> JSONValue? {
     guard case .object(let members) = self else { return nil }
     return members.first { $0.0 == name }?.1
+  }
+}
+
+extension JSONValue: Encodable {
+  private struct Key: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    switch self {
+    case .array(let items):
+      var container = encoder.unkeyedContainer()
+      for item in items { try container.encode(item) }
+    case .object(let members):
+      var container = encoder.container(keyedBy: Key.self)
+      for (name, value) in members { try container.encode(value, forKey: Key(stringValue: name)) }
+    case .raw(let text):
+      // A document the database composed: read, then written like the rest.
+      try ((try? JSONValue.parse(text)) ?? .null).encode(to: encoder)
+    default:
+      var container = encoder.singleValueContainer()
+      switch self {
+      case .bool(let flag): try container.encode(flag)
+      case .int(let number): try container.encode(number)
+      case .double(let number) where number.isFinite: try container.encode(number)
+      case .string(let text): try container.encode(text)
+      default: try container.encodeNil()
+      }
+    }
   }
 }
 

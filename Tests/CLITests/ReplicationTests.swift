@@ -68,7 +68,7 @@ struct ReplicationTests {
     try pair(["stop-primary", dir])
     let lookup = try Tool.run(["user", "show", "jd123", "--json", "--database", both])
     #expect(lookup.status == 0, "\(lookup.stderr)")
-    #expect(lookup.stdout.contains("\"account_id\": \"jd123\""))
+    #expect(lookup.stdout.contains("\"account_id\":\"jd123\""))
     let readOnly = try Tool.run(
       ["audit", "log", "--json"], environment: ["HMS2FA_READ_ONLY_DATABASE_URL": both])
     #expect(readOnly.status == 0, "\(readOnly.stderr)")
