@@ -57,18 +57,9 @@ struct EnrollmentResetTests {
         on: db ?? agent)
     }
 
-    /// Everything a reset could change, as text, to compare before and after.
+    /// Every row of every table, to compare before and after (the shared snapshot).
     func snapshot() throws -> String {
-      try [
-        "SELECT d::text AS r FROM hms2fa.devices d ORDER BY device_id",
-        "SELECT l::text AS r FROM hms2fa.activation_links l ORDER BY link_id",
-        "SELECT b::text AS r FROM hms2fa.remembered_browsers b ORDER BY token_hash",
-        "SELECT v::text AS r FROM hms2fa.phone_verifications v ORDER BY verification_id",
-        "SELECT a::text AS r FROM hms2fa.accounts a ORDER BY account_id",
-        "SELECT count(*)::text AS r FROM hms2fa.audit_events",
-      ].map { (sql: String) in
-        try admin.query(Query(verbatim: sql)).map { try $0.decode("r", as: String.self) }.joined(separator: "\n")
-      }.joined(separator: "\n--\n")
+      try database.snapshot()
     }
 
     func actions() throws -> [String] {
