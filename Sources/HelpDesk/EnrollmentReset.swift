@@ -119,8 +119,10 @@ public struct ResetRequest: Sendable {
   public var approvalNeeded: [String]
   public var createdAt: Date
   public var expiresAt: Date
-  /// `pending`, `approved`, `withdrawn` or `expired`.
-  public var state: String
+  public enum State: String, Sendable, PostgresTextState {
+    case pending, approved, withdrawn, expired
+  }
+  public var state: State
   public var approvedBy: String?
   public var withdrawnBy: String?
 }

@@ -102,7 +102,13 @@ public struct AccountSummary: Sendable {
   public var displayName: String
   public var email: String
   public var status: String
-  public var enrollment: String
+  public var enrollment: Enrollment
+}
+
+/// An account's enrollment, derived by the database from its devices (CONTRACT §1).
+public enum Enrollment: String, Sendable, PostgresTextState {
+  case enrolled, pending
+  case notEnrolled = "not_enrolled"
 }
 
 /// Looking people up: `user show` and `user find`.

@@ -12,8 +12,13 @@ public struct RememberedBrowser: Sendable {
   public var createdAt: Date
   public var expiresAt: Date
   public var revokedAt: Date?
-  /// `active`, `expired` (awaiting the nightly purge) or `revoked`.
-  public var state: String
+  public enum State: String, Sendable, PostgresTextState {
+    case active
+    /// Awaiting the nightly purge.
+    case expired
+    case revoked
+  }
+  public var state: State
 }
 
 /// Remembered browsers at the desk: list them (tier1), forget them all (tier2).

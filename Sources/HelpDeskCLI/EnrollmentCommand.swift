@@ -136,7 +136,7 @@ struct EnrollmentCommand: ParsableCommand {
       }
       let db = try global.connect()
       let request = try EnrollmentReset.request(requestID, on: db)
-      guard request.state == "pending" else {
+      guard request.state == .pending else {
         throw DeskError.badData(
           "reset request \(requestID) is \(request.state)"
             + (request.approvedBy.map { " (by \($0))" } ?? request.withdrawnBy.map { " (by \($0))" } ?? "")
@@ -217,7 +217,7 @@ struct EnrollmentCommand: ParsableCommand {
                   ("verified_via", .string(r.verifiedVia)), ("reason", .string(r.reason)),
                   ("approval_needed", .array(r.approvalNeeded.map { .string($0) })),
                   ("created_at", .string(r.createdAt.iso8601UTC())), ("expires_at", .string(r.expiresAt.iso8601UTC())),
-                  ("state", .string(r.state)), ("approved_by", .string(r.approvedBy)),
+                  ("state", .string(r.state.rawValue)), ("approved_by", .string(r.approvedBy)),
                   ("withdrawn_by", .string(r.withdrawnBy)),
                 ])
               })
@@ -232,7 +232,7 @@ struct EnrollmentCommand: ParsableCommand {
               [
                 String($0.requestID), $0.accountID, shown($0.requestedBy), shown($0.ticket), $0.verifiedVia,
                 $0.approvalNeeded.joined(separator: ", "), $0.expiresAt.iso8601UTC(),
-                $0.state + ($0.approvedBy.map { " by \($0)" } ?? $0.withdrawnBy.map { " by \($0)" } ?? ""),
+                $0.state.rawValue + ($0.approvedBy.map { " by \($0)" } ?? $0.withdrawnBy.map { " by \($0)" } ?? ""),
               ]
             })
       }

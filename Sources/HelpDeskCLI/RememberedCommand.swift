@@ -30,19 +30,19 @@ struct RememberedCommand: ParsableCommand {
       let id = try AccountID(parsing: account)
       let db = try global.connectForLookup()
       let everything = try RememberedBrowsers.list(for: id, on: db)
-      let browsers = all ? everything : everything.filter { $0.state != "expired" }
-      let expired = everything.count - everything.filter { $0.state != "expired" }.count
+      let browsers = all ? everything : everything.filter { $0.state != .expired }
+      let expired = everything.count - everything.filter { $0.state != .expired }.count
       global.console.emit(
         .object([
           ("account_id", .string(id.value)),
-          ("active", .int(browsers.filter { $0.state == "active" }.count)),
+          ("active", .int(browsers.filter { $0.state == .active }.count)),
           ("expired", .int(expired)),
           (
             "browsers",
             .array(
               browsers.map { b in
                 .object([
-                  ("browser", .string(b.browser)), ("state", .string(b.state)),
+                  ("browser", .string(b.browser)), ("state", .string(b.state.rawValue)),
                   ("created_at", .string(b.createdAt.iso8601UTC())),
                   ("expires_at", .string(b.expiresAt.iso8601UTC())),
                   ("revoked_at", .string(b.revokedAt?.iso8601UTC())),
@@ -59,7 +59,7 @@ struct RememberedCommand: ParsableCommand {
             ["BROWSER", "STATE", "REMEMBERED SINCE", "EXPIRES", "REVOKED"],
             browsers.map {
               [
-                shown($0.browser), $0.state, $0.createdAt.iso8601UTC(), $0.expiresAt.iso8601UTC(),
+                shown($0.browser), $0.state.rawValue, $0.createdAt.iso8601UTC(), $0.expiresAt.iso8601UTC(),
                 $0.revokedAt?.iso8601UTC() ?? "",
               ]
             }) + expiredNote

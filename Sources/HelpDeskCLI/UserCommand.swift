@@ -67,8 +67,8 @@ struct UserCommand: ParsableCommand {
                 .object([
                   ("account_id", .string(m.accountId)), ("display_name", .string(m.displayName)),
                   ("email", .string(m.email)), ("status", .string(m.status)),
-                  ("enrollment", .string(m.enrollment)),
-                  ("start_setup_visible", .bool(m.enrollment == "not_enrolled")),
+                  ("enrollment", .string(m.enrollment.rawValue)),
+                  ("start_setup_visible", .bool(m.enrollment == .notEnrolled)),
                 ])
               })
           ),
@@ -77,7 +77,9 @@ struct UserCommand: ParsableCommand {
       ) {
         table(
           ["ACCOUNT", "NAME", "EMAIL", "STATUS", "ENROLLMENT"],
-          matches.map { [shown($0.accountId), shown($0.displayName), shown($0.email), $0.status, $0.enrollment] })
+          matches.map {
+            [shown($0.accountId), shown($0.displayName), shown($0.email), $0.status, $0.enrollment.rawValue]
+          })
           + (matches.count == limit ? "\n(first \(limit) shown; narrow the search or raise --limit)" : "")
       }
     }

@@ -154,3 +154,15 @@ extension Array: PostgresDecodable where Element == UInt8 {
     return Array(bytes)
   }
 }
+
+/// A state the database names in text (`'pending'`, `'active'`…), read into a Swift enum once:
+/// a name the enum doesn't know is a decoding failure, not a string compared later.
+public protocol PostgresTextState: RawRepresentable, PostgresDecodable where RawValue == String {}
+
+extension PostgresTextState {
+  public static func decode(_ bytes: ArraySlice<UInt8>, type: UInt32) throws(DecodingFailure) -> Self {
+    let name = try String.decode(bytes, type: type)
+    guard let state = Self(rawValue: name) else { throw DecodingFailure("\(name) is not a known state") }
+    return state
+  }
+}

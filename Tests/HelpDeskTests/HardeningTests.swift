@@ -107,7 +107,7 @@ struct HardeningTests {
         "UPDATE hms2fa.remembered_browsers SET revoked_at = now() WHERE token_hash = sha256('laptop'::bytea)") == 1)
     #expect(try admin.queryFirst(Query(verbatim: revokedAt))?.decode("r", as: String.self) == before)
     #expect(
-      try RememberedBrowsers.list(for: try AccountID(parsing: "jd123"), on: tier2).allSatisfy { $0.state == "revoked" })
+      try RememberedBrowsers.list(for: try AccountID(parsing: "jd123"), on: tier2).allSatisfy { $0.state == .revoked })
   }
 
   @Test("the sign-in service revokes by hash; a time far ahead (a wrong clock) revokes as of now")

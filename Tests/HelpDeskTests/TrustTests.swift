@@ -248,7 +248,7 @@ struct TrustTests {
     }
     #expect(tier1?.status == .noPermission)
     try EnrollmentReset.withdraw(id, ticket: desk.ticket, reason: "caller hung up", on: desk.otherTier2)
-    #expect(try EnrollmentReset.request(id, on: desk.tier1).state == "withdrawn")
+    #expect(try EnrollmentReset.request(id, on: desk.tier1).state == .withdrawn)
     let approve = #expect(throws: DeskError.self) {
       try EnrollmentReset.approve(id, ticket: desk.ticket, on: desk.otherTier2)
     }
