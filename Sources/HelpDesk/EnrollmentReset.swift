@@ -59,7 +59,7 @@ public struct ResetOutcome: Sendable {
   public var linksRevoked: Int
   public var browsersRevoked: Int
   public var codesCancelled: Int
-  public var enrollment: String?
+  public var enrollment: Enrollment?
   public var startSetupVisible: Bool?
   public var verifiedVia: String?
   public var at: String?
@@ -98,7 +98,7 @@ public struct ResetOutcome: Sendable {
     linksRevoked = Int(try d.optionalInt("links_revoked") ?? 0)
     browsersRevoked = Int(try d.optionalInt("browsers_revoked") ?? 0)
     codesCancelled = Int(try d.optionalInt("codes_cancelled") ?? 0)
-    enrollment = try d.optionalString("enrollment")
+    enrollment = try d.optionalString("enrollment").flatMap(Enrollment.init(rawValue:))
     startSetupVisible = try d.optionalBool("start_setup_visible")
     verifiedVia = try d.optionalString("verified_via")
     at = try d.optionalString("at")

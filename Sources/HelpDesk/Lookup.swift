@@ -14,7 +14,7 @@ public struct AccountCard: Sendable {
     public var highRisk: Bool
     public var loginAction: String
     public var createdAt: String
-    public var enrollment: String
+    public var enrollment: Enrollment
     public var startSetupVisible: Bool
     public var devices: [Device]
     public var rememberedBrowsers: RememberedBrowsers
@@ -69,7 +69,11 @@ extension AccountCard.Account {
     highRisk = try card.bool("high_risk")
     loginAction = try card.string("login_action")
     createdAt = try card.string("created_at")
-    enrollment = try card.string("enrollment")
+    let enrollmentName = try card.string("enrollment")
+    guard let enrollment = Enrollment(rawValue: enrollmentName) else {
+      throw JSONFields.Mismatch(description: "card.enrollment \(quoted(enrollmentName)) is not a known state")
+    }
+    self.enrollment = enrollment
     startSetupVisible = try card.bool("start_setup_visible")
     devices = try card.array("devices").map { d in
       AccountCard.Device(

@@ -33,7 +33,7 @@ public enum ShowCard {
     lines.append("\(shown(a.accountId))  \(shown(a.displayName)) <\(shown(a.email))>")
     lines.append("status         \(a.status)\(a.highRisk ? "  (high risk: resets need a second agent)" : "")")
     let setup = a.startSetupVisible ? "\"Start setup\" is shown" : "\"Start setup\" is hidden"
-    lines.append("enrollment     \(a.enrollment) (\(setup))")
+    lines.append("enrollment     \(a.enrollment.rawValue) (\(setup))")
     lines.append("when I log in  \(a.loginAction)")
     lines.append("")
     lines.append(

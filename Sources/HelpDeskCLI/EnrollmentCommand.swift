@@ -304,7 +304,8 @@ func outcomeJSON(_ o: ResetOutcome) -> JSONValue {
     members += [
       ("devices_retired", .int(o.devicesRetired)), ("links_revoked", .int(o.linksRevoked)),
       ("browsers_revoked", .int(o.browsersRevoked)), ("codes_cancelled", .int(o.codesCancelled)),
-      ("enrollment", .string(o.enrollment)), ("start_setup_visible", o.startSetupVisible.map { .bool($0) } ?? .null),
+      ("enrollment", .string(o.enrollment?.rawValue)),
+      ("start_setup_visible", o.startSetupVisible.map { .bool($0) } ?? .null),
       ("verified_via", .string(o.verifiedVia)), ("event_id", o.eventID.map { .int($0) } ?? .null),
     ]
   case .nothingToReset:
@@ -352,7 +353,7 @@ func report(
   console.emit(json) {
     "reset \(outcome.accountID): \(outcome.devicesRetired) device(s) retired, \(outcome.linksRevoked) link(s) and "
       + "\(outcome.browsersRevoked) remembered browser(s) revoked, \(outcome.codesCancelled) code(s) cancelled\n"
-      + "enrollment: \(outcome.enrollment ?? "?"); \"Start setup\" \(outcome.startSetupVisible == true ? "now shows" : "is still hidden")"
+      + "enrollment: \(outcome.enrollment?.rawValue ?? "?"); \"Start setup\" \(outcome.startSetupVisible == true ? "now shows" : "is still hidden")"
       + (notice.map { "\nnotice to \(outcome.email): " + $0.line } ?? "")
   }
   try notice?.finish(failed: "the reset stands: tell the person yourself", console: console)

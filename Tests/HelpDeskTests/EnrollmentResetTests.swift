@@ -76,7 +76,7 @@ struct EnrollmentResetTests {
     #expect(outcome.linksRevoked == 1)
     #expect(outcome.browsersRevoked == 1)
     #expect(outcome.codesCancelled == 1)
-    #expect(outcome.enrollment == "not_enrolled")
+    #expect(outcome.enrollment == .notEnrolled)
     #expect(outcome.startSetupVisible == true)
 
     let row = try #require(
@@ -107,7 +107,7 @@ struct EnrollmentResetTests {
     #expect(details["verified_via"] as? String == "in-person")
 
     let card = try Lookup.card(for: try AccountKey(parsing: "jd123"), on: setup.tier1)
-    #expect(card.account.enrollment == "not_enrolled")
+    #expect(card.account.enrollment == .notEnrolled)
     #expect(card.account.startSetupVisible == true)
   }
 

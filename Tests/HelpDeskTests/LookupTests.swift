@@ -24,7 +24,7 @@ struct LookupTests {
     let agent = try database.connect(as: try database.createLogin(.tier1))
     for (id, state) in expected {
       let card = try Lookup.card(for: try AccountKey(parsing: id), on: agent)
-      #expect(card.account.enrollment == state, "\(id)")
+      #expect(card.account.enrollment.rawValue == state, "\(id)")
       #expect(card.account.startSetupVisible == (state == "not_enrolled"), "\(id)")
     }
     let retired = try Lookup.card(for: try AccountKey(parsing: "ret1"), on: agent)
