@@ -835,33 +835,3 @@ $$;
 
 REVOKE ALL ON FUNCTION hms2fa_api.purge_spent_secrets(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hms2fa_api.purge_spent_secrets(integer) TO hms2fa_batch;
-
--- The service's login is granted its role the way staff get their tiers: through `staff grant`,
--- recorded.
-CREATE OR REPLACE FUNCTION hms2fa_api.record_staff_change(p_login text, p_group text, p_granted boolean, p_ticket text)
-  RETURNS bigint
-  LANGUAGE plpgsql SECURITY DEFINER
-  SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  PERFORM hms2fa.check_ticket(p_ticket);
-  IF p_group NOT IN ('hms2fa_tier1', 'hms2fa_tier2', 'hms2fa_batch', 'hms2fa_auditor', 'hms2fa_signin',
-                     'hms2fa_delivery') THEN
-    RAISE EXCEPTION 'unknown staff role %', p_group USING ERRCODE = 'H2U02';
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user
-                  AND (rolsuper OR rolcreaterole)) THEN
-    RAISE EXCEPTION 'only an operator may change staff roles' USING ERRCODE = 'insufficient_privilege';
-  END IF;
-  IF p_granted IS DISTINCT FROM EXISTS (
-       SELECT 1 FROM pg_auth_members m
-         JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
-        WHERE g.rolname = p_group AND u.rolname = p_login) THEN
-    RAISE EXCEPTION 'the membership of % in % is not what is being recorded', p_login, p_group
-      USING ERRCODE = 'H2D01';
-  END IF;
-  RETURN hms2fa.audit(CASE WHEN p_granted THEN 'staff.granted' ELSE 'staff.revoked' END,
-                      NULL, p_ticket, NULL,
-                      jsonb_build_object('login', p_login, 'role', p_group));
-END
-$$;
