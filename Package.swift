@@ -11,7 +11,6 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
-    .package(url: "https://github.com/yaslab/CSV.swift", from: "2.5.2"),
   ],
   targets: [
     // libpq, as pkg-config finds it (Debian's libpq-dev).
@@ -30,7 +29,6 @@ let package = Package(
       dependencies: [
         "Postgres", "CPhoneNumber",
         .product(name: "Crypto", package: "swift-crypto"),
-        .product(name: "CSV", package: "CSV.swift"),
       ],
       plugins: ["EmbedMigrations"]
     ),

@@ -122,10 +122,6 @@ public enum RosterImportMetrics {
         ),
         ("unchanged_accounts", "Accounts the last run's feed listed as they were.", Double(result?.unchanged ?? 0)),
         ("tries", "Tries the last run took (others changed accounts under it).", Double(result?.tries ?? 0)),
-        (
-          "compared_with_copy", "1 when the last run compared its feed with the roster copy the run before kept.",
-          result?.comparedWithCopy == true ? 1 : 0
-        ),
         ("duration_seconds", "How long the last run took.", (durationSeconds * 1000).rounded() / 1000),
       ])
   }

@@ -1,10 +1,5 @@
+import Foundation
 import Postgres
-
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Darwin)
-  import Darwin
-#endif
 
 /// How a roster import runs.
 public struct RosterImportOptions: Sendable {
@@ -21,9 +16,6 @@ public struct RosterImportOptions: Sendable {
   public var ticket: Ticket?
   /// At most this many changes are listed by a dry run (the counts are always complete).
   public var diffLimit = 1000
-  /// A directory where the import keeps a copy of the roster as it leaves it, and where it looks
-  /// for the copy the last import kept (`RosterCopy`); nil for none.
-  public var copyDirectory: String?
 
   public init() {}
 }
@@ -67,38 +59,76 @@ public struct RosterImportResult: Sendable {
   public var overLimit: Bool
   /// The `accounts.imported` event; nil for a dry run.
   public var eventID: Int64?
-  /// Tries it took: more than 1 when the registry changed under an import (see `RosterImport.tries`).
+  /// Tries it took: more than 1 when a deadlock, or an account another session added, stopped a try.
   public var tries = 1
-  /// The feed was compared with the copy of the roster the last import kept, rather than with
-  /// the roster read from the registry.
-  public var comparedWithCopy = false
-  /// The copy of the roster this import kept, for the next; nil for none.
-  public var copyKept: String?
-  /// Why a copy in `copyDirectory` couldn't be used or kept (the import is done all the same).
-  public var copyProblem: String?
   /// With `dryRun`: the changes, up to `diffLimit`.
   public var changes: [RosterChange]
 }
 
+/// The identity feed's export, opened before the import connects: a missing or unreadable file
+/// is said before anything else happens.
+public struct RosterFile: Sendable {
+  /// The file, as named by the caller.
+  public let path: String
+
+  /// - Throws: a usage `DeskError` when the file doesn't exist, is a directory or can't be read.
+  public init(path: String) throws(DeskError) {
+    self.path = path
+    let shownPath = quoted(path, limit: 120)
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+      throw .usage("\(shownPath): no such file")
+    }
+    guard !isDirectory.boolValue else { throw .usage("\(shownPath) is a directory, not a CSV file") }
+    guard FileManager.default.isReadableFile(atPath: path) else {
+      throw .usage("\(shownPath) can't be read (permissions?)")
+    }
+  }
+
+  /// Hands `body` the file's bytes from its start, a MiB at a time.
+  func read(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    guard let handle = FileHandle(forReadingAtPath: path) else {
+      throw DeskError.usage("\(quoted(path, limit: 120)) can't be read (permissions?)")
+    }
+    defer { try? handle.close() }
+    while true {
+      let data: Data?
+      do {
+        data = try handle.read(upToCount: 1 << 20)
+      } catch {
+        throw DeskError.usage("\(quoted(path, limit: 120)) could not be read: \(error.localizedDescription)")
+      }
+      guard let data, !data.isEmpty else { return }
+      try data.withUnsafeBytes(body)
+    }
+  }
+}
+
 /// Loads the identity feed's export into `hms2fa.accounts`: the batch job behind `accounts
-/// import`. The registry's roster is read first (`RosterSnapshot`); the feed's records that are
-/// exactly an account as it stands are recognised without being parsed, and the others are
-/// parsed, checked and streamed by COPY into a staging table of the transaction, with the
-/// accounts the feed doesn't list in another. `hms2fa_api.apply_roster_delta` checks them again,
-/// checks that the parts cover every account once, refuses the whole feed at the first problem
-/// and applies it. Everything happens in one REPEATABLE READ transaction: what was compared is
-/// what is changed, and a refused or failed import changes nothing.
+/// import`. The file is streamed as it is into the server's CSV parser
+/// (`COPY … FROM STDIN (FORMAT csv)`, into a staging table of the transaction), and
+/// `hms2fa_api.import_roster` maps its columns by the header, normalises and checks every row,
+/// refuses repeated ids, finds what changes and applies it, all in SQL and in one transaction:
+/// a refused or failed import changes nothing.
 public enum RosterImport {
   static let action = DeskAction("importing the roster", tier: .batch)
 
-  /// Imports `feed` (or with `options.dryRun`, reports what importing it would do).
+  /// An import stopped by a deadlock with another session, or by an account another session
+  /// added during it (nothing was applied), starts again from the file, up to this many tries in
+  /// all; then it exits 75, "try again".
+  public static let tries = 3
+
+  /// The file, header first, as the five fields of each record.
+  static let copy = "COPY pg_temp.roster_raw (f1, f2, f3, f4, f5) FROM STDIN (FORMAT csv)"
+
+  /// Imports `file` (or with `options.dryRun`, reports what importing it would do).
   ///
-  /// - Throws: `DeskError` 65 for a malformed or invalid row (naming its line and column), a
+  /// - Throws: `DeskError` 65 for a malformed or invalid record (naming its line and column), a
   ///   repeated account id, or a feed that would disable more than the limit; 64 for bad options
-  ///   or an unreadable file; 75 while another import runs, or when the accounts it changes
-  ///   were changed by someone else at every one of its `tries`; 77 without the batch tier.
+  ///   or an unreadable file; 75 while another import runs, or when every one of its `tries` was
+  ///   stopped; 77 without the batch tier.
   public static func run(
-    _ feed: RosterFeed, options: RosterImportOptions, on db: Connection
+    _ file: RosterFile, options: RosterImportOptions, on db: Connection
   ) throws(DeskError) -> RosterImportResult {
     guard (0...1).contains(options.maxDisableFraction) else {
       throw .usage("the largest fraction to disable is between 0 and 1, e.g. 0.05")
@@ -107,21 +137,16 @@ public enum RosterImport {
       throw .usage("--force overrides the disable limit and needs --ticket")
     }
     return try desk(action, on: db) {
-      var feed = feed
       var tried = 1
       while true {
-        // The copy of the roster this try writes, removed unless the import is committed.
-        let kept = KeptCopy()
-        defer { kept.discard() }
         do {
           var result = try db.transaction {
-            let result = try load(feed, options: options, keeping: kept, on: db)
+            let result = try load(file, options: options, on: db)
             // A dry run has changed nothing; rolling back says so to the database too.
             if options.dryRun { throw DryRunFinished(result: result) }
             return result
           }
           result.tries = tried
-          kept.commit(in: &result, on: db)
           return result
         } catch let finished as DryRunFinished {
           var result = finished.result
@@ -130,214 +155,41 @@ public enum RosterImport {
         } catch let error as PostgresError
           where [SQLState.serializationFailure, SQLState.deadlockDetected].contains(error.sqlState) && tried < tries
         {
-          // Someone changed an account this import changes, after it read the roster (an agent's
-          // reset sets login_action): nothing was applied. Read the file and the roster again.
-          usleep(UInt32(tried) * 200_000)
+          // Nothing was applied: wait a moment and send the file again.
+          Thread.sleep(forTimeInterval: Double(tried) * 0.2)
           tried += 1
-          feed = try feed.reopened()
         }
       }
     }
   }
-
-  /// An import that finds an account it changes changed by someone else since it read the roster
-  /// (a serialization failure: nothing was applied) starts again from the file, up to this many
-  /// tries in all; then it exits 75, "try again".
-  public static let tries = 3
-
-  /// At most this many rows to send are held while the server counts the registry.
-  static let waitingRows = 100_000
-
-  /// Rows of the feed into the staging table (`CopyInWriter.append(_:)` writes them).
-  static let feedCopy =
-    "COPY pg_temp.roster_feed (line, account_id, display_name, email, status, high_risk) FROM STDIN"
 
   private struct DryRunFinished: Error {
     var result: RosterImportResult
   }
 
-  /// The copy of the roster an import writes while the server applies the feed, put in place
-  /// once the import is committed.
-  private final class KeptCopy {
-    var copy: RosterCopy?
-    var pending: RosterCopy.Pending?
-    /// The copy compared with, if any.
-    var loaded: RosterCopy.Loaded?
-    /// The roster's version: as the copy compared with was kept, then as the import leaves it.
-    var version: RosterCopy.Version?
-    /// The copy compared with is still the roster's (the import changed nothing).
-    var unchanged = false
-
-    /// Puts the copy in place and notes its digest in the registry; a copy that can't be kept
-    /// is said in the result, and the import stands.
-    func commit(in result: inout RosterImportResult, on db: Connection) {
-      guard let copy, let version else { return }
-      if unchanged {
-        result.copyKept = loaded?.path
-        return
-      }
-      guard let pending else { return }
-      self.pending = nil
-      do {
-        try copy.commit(pending, version: version.version)
-        let (at, digest) = (version.version, pending.digest)
-        let note: Query = "SELECT hms2fa_api.note_roster_copy(\(at)::uuid, decode(\(digest), 'hex')) AS noted"
-        let noted = try db.queryFirst(note)
-        // Not noted: someone changed the roster since this import committed; the copy is out of
-        // date already, and the next import reads the registry.
-        if try noted?.decode("noted", as: Bool.self) == true { result.copyKept = pending.path }
-      } catch let error as RosterCopy.Unusable {
-        result.copyProblem = error.reason + "; the next import reads the roster from the registry"
-      } catch {
-        result.copyProblem =
-          "the copy of the roster was not noted (\(error)); the next import reads the roster from the registry"
-      }
-    }
-
-    func discard() {
-      if let copy, let pending { copy.discard(pending) }
-      pending = nil
-    }
-  }
-
   private static func load(
-    _ feed: RosterFeed, options: RosterImportOptions, keeping kept: KeptCopy, on db: Connection
+    _ file: RosterFile, options: RosterImportOptions, on db: Connection
   ) throws -> RosterImportResult {
-    // The roster read below and the changes applied after must be of one snapshot.
-    try db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-    try db.execute("SELECT hms2fa_api.open_roster_delta()")
-    // The first row tells how the feed writes its rows, and so how to write the accounts to
-    // recognise them.
-    let first = try feed.next()
-    let style = first == nil ? nil : feed.style
-    let copy = options.copyDirectory.map(RosterCopy.init(directory:))
-    var copyProblem: String?
-    var fromCopy: RosterSnapshot?
-    var registry: String?
-    if let copy, let style {
-      // The copy the last import kept, if the roster is still as it left it (in this snapshot).
-      let version = try RosterCopy.Version(on: db)
-      registry = version.registry
-      do throws(RosterCopy.Unusable) {
-        if let loaded = try copy.load(version, style: style) {
-          let check = RosterCopy.Loaded.Check(loaded)
-          let snapshot = RosterSnapshot(stored: loaded.stored, style: style, alongside: check.run)
-          if let problem = check.problem { throw problem }
-          fromCopy = snapshot
-          kept.version = version
-          kept.loaded = loaded
-        }
-      } catch {
-        copyProblem = error.reason + "; the roster was read from the registry"
-      }
-    }
-    let comparedWithCopy = fromCopy != nil
-    let roster = try fromCopy ?? RosterSnapshot(reading: db, style: style, expectedBytes: feed.size)
-    // The feed's next row to send (its account claimed), past the records recognised.
-    func nextToSend() throws -> RosterEntry? {
-      while let record = try feed.nextRecord(recognising: roster) {
-        switch record {
-        case .entry(let entry):
-          if let account = roster.account(id: entry.accountID.value),
-            let before = roster.list(account, line: entry.line, recognised: false)
-          {
-            throw feed.repeated(entry.accountID.value, line: entry.line, first: before)
-          }
-          return entry
-        case .recognised(let account, let line):
-          if let before = roster.list(account, line: line, recognised: true) {
-            throw feed.repeated(roster.id(of: account), line: line, first: before)
-          }
-        }
-      }
-      return nil
-    }
-    var absentCount = 0
+    try db.execute("SELECT hms2fa_api.open_roster_import()")
     do {
-      // The server counts the registry (a full scan) while the feed is read; the rows to send
-      // wait here until it's done, up to `waitingRows` of them (a nightly feed sends a few
-      // thousand, an initial load all).
-      var waiting: [RosterEntry] = []
-      if let first {
-        // The first row was read before the roster: claim its account now.
-        if let account = roster.account(id: first.accountID.value) {
-          _ = roster.list(account, line: first.line, recognised: false)
-        }
-        waiting.append(first)
-      }
-      try db.sendWithoutWaiting("SELECT hms2fa_api.count_roster()")
-      var more = first != nil
-      do {
-        while more, waiting.count < waitingRows {
-          if let entry = try nextToSend() { waiting.append(entry) } else { more = false }
-        }
-      } catch {
-        _ = try? db.finishSent()
-        throw error
-      }
-      try db.finishSent()
-      let keeps = copy != nil && style != nil && !options.dryRun
-      try db.copyIn(feedCopy) { writer in
-        for entry in waiting {
-          try writer.append(entry)
-          if keeps { roster.noteSent(entry) }
-        }
-        waiting = []
-        while more, let entry = try nextToSend() {
-          try writer.append(entry)
-          if keeps { roster.noteSent(entry) }
-        }
-      }
-      let absent = roster.unlisted
-      absentCount = absent.count
-      if !absent.isEmpty {
-        try db.copyIn("COPY pg_temp.roster_absent (account_id) FROM STDIN", rows: absent.lazy.map { [$0] })
-      }
-    } catch let error as PostgresError
-      where [SQLState.checkViolation, SQLState.uniqueViolation, SQLState.notNullViolation].contains(error.sqlState)
-    {
-      // The staging table holds the same rules as the checks above; this is a row they let by.
-      throw DeskError.badData("the database refused a row of the feed: \(error.message); nothing was imported")
+      try db.copyIn(copy) { writer in try file.read { try writer.write($0) } }
+    } catch let error as PostgresError where error.kind == .server {
+      throw feedProblem(error)
     }
     let apply: Query = """
-      SELECT * FROM hms2fa_api.apply_roster_delta(
-        \(roster.recognised), \(options.disableMissing), \(String(options.maxDisableFraction))::numeric,
-        \(options.force), \(options.dryRun), \(feed.path), \(options.ticket?.value))
+      SELECT * FROM hms2fa_api.import_roster(
+        \(options.disableMissing), \(String(options.maxDisableFraction))::numeric,
+        \(options.force), \(options.dryRun), \(file.path), \(options.ticket?.value))
       """
-    let rows: [Row]
-    if let copy, let style, let registry, !options.dryRun {
-      kept.copy = copy
-      if comparedWithCopy && roster.sentChanges == 0 && (absentCount == 0 || !options.disableMissing) {
-        // Nothing to change: the copy compared with stays the roster's.
-        kept.unchanged = true
-        rows = try db.query(apply)
-      } else {
-        // The copy of the roster as the import leaves it is written while the server applies the
-        // feed, and put in place once the import is committed.
-        try db.sendWithoutWaiting(apply)
-        do throws(RosterCopy.Unusable) {
-          kept.pending = try copy.prepare(
-            roster.successor(disableMissing: options.disableMissing), style: style, registry: registry,
-            after: kept.loaded)
-        } catch {
-          copyProblem = error.reason + "; the next import reads the roster from the registry"
-        }
-        rows = try db.finishSent()
-      }
-    } else {
-      rows = try db.query(apply)
-    }
-    guard let row = rows.first else {
-      throw DeskError(.software, "internal error: apply_roster_delta returned nothing")
+    guard let row = try db.queryFirst(apply) else {
+      throw DeskError(.software, "internal error: import_roster returned nothing")
     }
     var result = RosterImportResult(
-      source: feed.path, dryRun: options.dryRun, rows: try row.decode("feed_rows"),
+      source: file.path, dryRun: options.dryRun, rows: try row.decode("feed_rows"),
       added: try row.decode("added"), changed: try row.decode("changed"), disabled: try row.decode("disabled"),
       unchanged: try row.decode("unchanged"), activeBefore: try row.decode("active_before"),
       wouldDisable: try row.decode("would_disable"), overLimit: try row.decode("over_limit"),
       eventID: try row.decode("event_id"), changes: [])
-    result.comparedWithCopy = comparedWithCopy
-    result.copyProblem = copyProblem
     if options.dryRun {
       let diff: Query = "SELECT * FROM hms2fa_api.roster_diff(\(max(options.diffLimit, 0)))"
       result.changes = try db.query(diff).map { row in
@@ -352,25 +204,53 @@ public enum RosterImport {
             status: try row.decode("status"), highRisk: try row.decode("high_risk")))
       }
     }
-    if kept.copy != nil {
-      // The version this import leaves the roster at (its own, if it changed anything).
-      let version = try RosterCopy.Version(on: db)
-      if version != kept.version { kept.unchanged = false }
-      kept.version = version
-    }
     return result
   }
-}
 
-extension CopyInWriter {
-  /// Writes `entry` as a row of `RosterImport.feedCopy`.
-  func append(_ entry: RosterEntry) throws(PostgresError) {
-    append(entry.line)
-    try append(entry.accountID.value)
-    try append(entry.displayName)
-    try append(entry.email.value)
-    try append(entry.status)
-    append(entry.highRisk)
-    try endRow()
+  /// What the server's CSV parser refused, as the line and column of the file it names (its
+  /// error's context reads `COPY roster_raw, line 3, column f2: "…"`), never with the record's
+  /// text, which holds a person's name and email.
+  static func feedProblem(_ error: PostgresError) -> DeskError {
+    // The context starts with the COPY's place; the record's text that follows may hold line
+    // breaks and anything else, and is not read.
+    let context = error.context ?? ""
+    var line: Int?
+    var column: Int?
+    if context.hasPrefix("COPY "), let range = context.range(of: ", line ") {
+      let digits = context[range.upperBound...].prefix { $0.isNumber }
+      line = Int(digits)
+      let rest = context[range.upperBound...].dropFirst(digits.count)
+      if rest.hasPrefix(", column f") {
+        column = Int(rest.dropFirst(", column f".count).prefix { $0.isNumber })
+      }
+    }
+    let message = error.message
+    let missing = "missing data for column \"f"
+    let columns = "account_id,display_name,email,status,high_risk"
+    let problem: String
+    if line == 1, message.hasPrefix(missing) || message.hasPrefix("extra data") {
+      problem = "the header must name the five columns \(columns), each once (in any order)"
+    } else if message.hasPrefix(missing) {
+      let fields = (Int(message.dropFirst(missing.count).prefix { $0.isNumber }) ?? 1) - 1
+      column = fields + 1
+      problem =
+        "missing; the record has \(fields) field\(fields == 1 ? "" : "s"), the header 5 (a blank line, or a record "
+        + "cut short?)"
+    } else if message.hasPrefix("extra data after last expected column") {
+      column = 6
+      problem = "one field too many; the header has 5 (a comma in an unquoted value?)"
+    } else if message.hasPrefix("unterminated CSV quoted field") {
+      problem = "a quoted field is not closed before the end of the file"
+    } else if message.contains("carriage return") || message.contains("newline") {
+      problem = "\(message): lines end in CRLF or LF throughout, and a line break inside a value is quoted"
+    } else if error.sqlState == "22021" && message.hasSuffix(": 0x00") {
+      problem = "the text holds a NUL byte, which no value may; export the feed as UTF-8 text"
+    } else if error.sqlState == "22021" {
+      problem = "the text is not UTF-8; export the feed as UTF-8"
+    } else {
+      problem = message
+    }
+    let place = [line.map { "line \($0)" }, column.map { "column \($0)" }].compactMap { $0 }.joined(separator: ", ")
+    return .badData((place.isEmpty ? "" : place + ": ") + problem + "; nothing was imported")
   }
 }

@@ -25,8 +25,8 @@ public struct AccountID: Hashable, Sendable, CustomStringConvertible, Codable {
     guard trimmed.utf8.count <= 64 else {
       throw .usage("\(quoted(trimmed)) is too long for an HMS Account ID (at most 64 characters)")
     }
-    // Every allowed character is ASCII, so the check and the lowercasing go byte by byte (a
-    // roster import parses a million of these); the string is rebuilt only when it changes.
+    // Every allowed character is ASCII, so the check and the lowercasing go byte by byte; the
+    // string is rebuilt only when it changes.
     var bytes = Array(trimmed.utf8)
     var lowered = false
     for index in bytes.indices where (0x41...0x5A).contains(bytes[index]) {
@@ -68,28 +68,6 @@ public struct EmailAddress: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension EmailAddress {
-  /// An email of record as the identity feed gives it: trimmed, then an address under the rule
-  /// of `flaw(in:)`. The domain's letters are lowercased (domains are case-insensitive); the
-  /// local part is kept as it is, since a mail server may tell its cases apart. The roster's
-  /// staging table (`hms2fa_api.open_roster_feed`) checks the same in the database.
-  ///
-  /// - Throws: a bad-data `DeskError` saying what is wrong.
-  public init(ofRecord text: String) throws(DeskError) {
-    let trimmed = text.trimmingASCIISpaces()
-    var bytes = Array(trimmed.utf8)
-    if let flaw = Self.flaw(in: bytes) { throw .badData("\(quoted(trimmed)) \(flaw)") }
-    // Nearly every domain is lowercase already: the string is rebuilt only when it changes (a
-    // million-row feed parses a million of these).
-    var lowered = false
-    if let at = bytes.lastIndex(of: 0x40) {
-      for index in (at + 1)..<bytes.count where (0x41...0x5A).contains(bytes[index]) {
-        bytes[index] += 0x20
-        lowered = true
-      }
-    }
-    value = lowered ? String(decoding: bytes, as: UTF8.self) : trimmed
-  }
-
   /// The one address rule of the registry, the roster import and the mailer (the database's
   /// `hms2fa.is_email_address` is the same): a single RFC 5322 addr-spec in dot-atom form, ASCII
   /// only. The local part is atext (letters, digits and ``!#$%&'*+/=?^_`{|}~-``) with single
@@ -97,9 +75,6 @@ extension EmailAddress {
   /// of letters, digits and `-`, none starting or ending with `-`; at most 254 bytes in all. So
   /// no display name, comma, angle bracket, quote, parenthesis, space or control character:
   /// such text could name a second recipient to a mail program.
-  ///
-  /// Inlinable, so that a roster's million addresses are checked by code specialised for their
-  /// bytes' container (`RosterSnapshot`'s raw buffers, an array here), not by generic calls.
   ///
   /// - Returns: nil for an address; otherwise what is wrong, worded to follow the quoted text.
   @inlinable

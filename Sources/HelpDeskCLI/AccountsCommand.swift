@@ -28,20 +28,15 @@ struct AccountsCommand: ParsableCommand {
         would disable more than --max-disable-fraction of the active accounts: a truncated \
         export must not lock out the school. --force overrides that limit and needs --ticket.
 
-        With --roster-copy DIR (or HMS2FA_ROSTER_COPY), the import keeps a copy of the roster as \
-        it leaves it in DIR (roster-REGISTRY-a.copy and -b.copy in turn, mode 0600: account ids, \
-        names and emails, as the feed holds them), and the next import compares its feed with that \
-        copy instead of \
-        reading every account from the database. The copy is used only while the database says \
-        the roster is unchanged since and its SHA-256 is the one the import noted; otherwise the \
-        roster is read from the registry, as without a copy. A copy that can't be used or kept \
-        is said on stderr; the import goes on.
+        The file goes to the database as it is: PostgreSQL's CSV parser reads it into a staging \
+        table of the import's transaction, where SQL checks and applies it. Nothing about \
+        accounts is kept outside the database.
 
         Examples:
           hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing
           hms2fa-admin accounts import accounts.csv --disable-missing --dry-run
           hms2fa-admin accounts import accounts.csv --disable-missing --force --ticket CHG0042
-          hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing --roster-copy /var/lib/hms2fa \\
+          hms2fa-admin accounts import /srv/feeds/accounts.csv --disable-missing \\
             --metrics-file /var/lib/prometheus/node-exporter/hms2fa_roster_import.prom
         """
     )
@@ -78,13 +73,6 @@ struct AccountsCommand: ParsableCommand {
 
     @Option(
       help: ArgumentHelp(
-        "Keep a copy of the roster here, and compare the next feed with it (else HMS2FA_ROSTER_COPY).",
-        valueName: "dir"),
-      completion: .directory)
-    var rosterCopy: String?
-
-    @Option(
-      help: ArgumentHelp(
         "After the import (not a dry run), write its figures here in Prometheus text format.", valueName: "file"))
     var metricsFile: String?
 
@@ -92,9 +80,6 @@ struct AccountsCommand: ParsableCommand {
 
     func validate() throws {
       if let metricsFile, metricsFile.isEmpty { throw ValidationError("--metrics-file can't be empty") }
-      if let rosterCopy, rosterCopy.isEmpty || rosterCopy.utf8.contains(0) {
-        throw ValidationError("--roster-copy names a directory, e.g. /var/lib/hms2fa")
-      }
       guard (0...1).contains(maxDisableFraction) else {
         throw ValidationError("--max-disable-fraction must be between 0 and 1, e.g. 0.05")
       }
@@ -121,14 +106,12 @@ struct AccountsCommand: ParsableCommand {
       options.dryRun = dryRun
       options.ticket = try ticket.map { try Ticket(parsing: $0) }
       options.diffLimit = diffLimit
-      let fromEnvironment = ProcessInfo.processInfo.environment["HMS2FA_ROSTER_COPY"].flatMap { $0.isEmpty ? nil : $0 }
-      options.copyDirectory = rosterCopy ?? fromEnvironment
       let started = Date()
       var result: RosterImportResult?
       var failure: Error?
       do {
-        // The file is opened (and its header checked) before connecting.
-        let feed = try RosterFeed(path: file)
+        // A missing or unreadable file is said before connecting.
+        let feed = try RosterFile(path: file)
         let db = try global.connect()
         result = try RosterImport.run(feed, options: options, on: db)
       } catch {
@@ -150,7 +133,6 @@ struct AccountsCommand: ParsableCommand {
       }
       if let failure { throw failure }
       guard let result else { return }
-      if let problem = result.copyProblem { global.console.note("warning: \(problem)") }
       global.console.emit(document(result)) { text(result) }
     }
 
@@ -161,9 +143,6 @@ struct AccountsCommand: ParsableCommand {
         ("unchanged", .int(result.unchanged)), ("active_before", .int(result.activeBefore)),
         ("would_disable", .int(result.wouldDisable)), ("over_limit", .bool(result.overLimit)),
         ("event_id", result.eventID.map { .int($0) } ?? .null), ("tries", .int(result.tries)),
-        ("compared_with", .string(result.comparedWithCopy ? "copy" : "registry")),
-        ("roster_copy", result.copyKept.map { .string($0) } ?? .null),
-        ("roster_copy_problem", result.copyProblem.map { .string($0) } ?? .null),
       ]
       if result.dryRun {
         members.append(("changes", .array(result.changes.map(changeDocument))))
@@ -210,16 +189,10 @@ struct AccountsCommand: ParsableCommand {
             + "\(result.changed), disabled \(result.disabled), unchanged \(result.unchanged)"
             + (result.eventID.map { " (audit event \($0))" } ?? ""))
       }
-      if result.comparedWithCopy {
-        lines.append("(compared with the copy of the roster the last import kept)")
-      }
-      if let kept = result.copyKept {
-        lines.append("(kept a copy of the roster for the next import: \(shown(kept)))")
-      }
       if result.tries > 1 {
         lines.append(
-          "(it took \(result.tries) tries: accounts it changes were changed by someone else while it ran, "
-            + "and it started again)")
+          "(it took \(result.tries) tries: another session's change stopped it, and it started "
+            + "again)")
       }
       return lines.joined(separator: "\n")
     }

@@ -336,7 +336,8 @@ public final class Connection {
     let connectionClass = sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("57P0") } ?? true
     return PostgresError(
       lost || connectionClass ? .connectionLost : .server,
-      message: text, sqlState: sqlState, detail: field("D"), hint: field("H"), constraint: field("n"))
+      message: text, sqlState: sqlState, detail: field("D"), hint: field("H"), constraint: field("n"),
+      context: field("W"))
   }
 
   // MARK: Transactions
@@ -572,6 +573,19 @@ public final class CopyInWriter {
     fieldsInRow = 0
     rows += 1
     if buffer.count >= Self.chunk { try flush() }
+  }
+
+  /// Sends `bytes` as they are: data already in the COPY statement's format (a CSV file for
+  /// `FORMAT csv`), in pieces of any size; rows may span calls.
+  ///
+  /// - Throws: `.connectionLost` when the data could not be sent.
+  public func write(_ bytes: UnsafeRawBufferPointer) throws(PostgresError) {
+    try flush()
+    guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+    guard PQputCopyData(handle, base.assumingMemoryBound(to: CChar.self), Int32(bytes.count)) == 1 else {
+      let message = oneLine(String(cString: PQerrorMessage(handle)))
+      throw PostgresError(.connectionLost, message: message.isEmpty ? "could not send COPY data" : message)
+    }
   }
 
   fileprivate func finish() throws(PostgresError) {

@@ -29,10 +29,13 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
   public var hint: String?
   /// The constraint named by the server, when a constraint was violated.
   public var constraint: String?
+  /// Where the server was when it failed, innermost first, one line each: for COPY,
+  /// `COPY t, line 3, column f2: "…"` (the line of the data, which may quote it).
+  public var context: String?
 
   public init(
     _ kind: Kind, message: String, sqlState: String? = nil, detail: String? = nil,
-    hint: String? = nil, constraint: String? = nil
+    hint: String? = nil, constraint: String? = nil, context: String? = nil
   ) {
     self.kind = kind
     self.message = message
@@ -40,6 +43,7 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
     self.detail = detail
     self.hint = hint
     self.constraint = constraint
+    self.context = context
   }
 
   /// The SQLSTATE class (its first two characters), e.g. "08" for connection exceptions.

@@ -267,27 +267,4 @@ struct FaultTests {
     let status = try desk.run(["delivery", "status"])
     #expect(status.stdout.contains("failed") && status.stdout.contains("cannot"), "\(status.stdout)")
   }
-
-  @Test("a disk too full for the roster's copy: the import is done, exit 0, one warning; the next reads the registry")
-  func fullDiskForRosterCopy() throws {
-    let desk = try Desk()
-    let directory = TestCluster.scratch + "/full-copy-" + UUID().uuidString.prefix(8)
-    let arguments = [
-      "accounts", "import", desk.feed, "--roster-copy", directory, "--json", "--database",
-      try desk.database.conninfo(user: desk.batch),
-    ]
-    let full = try Tool.run(arguments, limitFileSize: true)
-    #expect(full.status == 0, "\(full.stderr)")
-    let lines = full.stderr.split(separator: "\n")
-    #expect(lines.count == 1)
-    #expect(lines.first?.hasPrefix("warning: can't write ") == true, "\(full.stderr)")
-    #expect(full.stdout.contains("\"roster_copy\":null"), "\(full.stdout)")
-    // No half-written copy is left behind to be trusted; the next import, with room, keeps one.
-    let left = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-    #expect(left.isEmpty, "\(left)")
-    let next = try Tool.run(arguments)
-    #expect(next.status == 0, "\(next.stderr)")
-    #expect(next.stdout.contains("\"compared_with\":\"registry\""), "\(next.stdout)")
-    #expect(!next.stdout.contains("\"roster_copy\":null"), "\(next.stdout)")
-  }
 }

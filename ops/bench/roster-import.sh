@@ -1,29 +1,21 @@
 #!/usr/bin/env bash
-# Times `hms2fa-admin accounts import` of a generated identity feed against `psql \copy` of the
-# same file into a plain table (the same five columns, no keys, no indexes), side by side on
-# one private PostgreSQL cluster, and prints each run and the ratios of the medians.
+# Times `hms2fa-admin accounts import` against a DBA's plain SQL doing the same merge, side by
+# side on one private PostgreSQL cluster, each on its own database holding the same registry,
+# and prints each run and the ratios of the medians. Then, during one more nightly import, runs
+# desk look-ups (`user show`) with lock_timeout = 100 ms: any look-up that waits longer on a lock
+# fails, and the script says how many did.
 #
 # Usage: ops/bench/roster-import.sh [ROWS] [RUNS]     (default 1000000 rows, 5 runs)
 #
-# Eight timings per run, in this order. Every import but the last keeps its copy of the roster
-# in a directory of the scratch folder (--roster-copy), as a nightly job does, and each compares
-# its feed with the copy the one before it kept:
-#   copy     psql \copy FILE into a new plain table (CSV, HEADER)
-#   initial  accounts import into an empty registry (every row an INSERT); no copy to compare
-#            with (the registry was just emptied), and it writes the first
-#   nightly  accounts import --disable-missing of a second export of the same people, into the
-#            registry the initial import filled (1% of rows changed: the nightly case)
-#   same     the second export again: nothing changes (what reading and comparing costs alone)
-#   next     the first export again, after a VACUUM: the 1% changed back, on a registry whose
-#            pages now have room here and there (a later night, rather than the first)
-#   shuffled the second export with its rows shuffled, after a VACUUM: the first night of an
-#            export in another order than the last one's, which the copy (and the registry's
-#            table) holds the accounts in
-#   reshuffled the first export shuffled the same way, after a VACUUM: the next night in that
-#            order (the 1% changed back), whose copy is now in the feed's order
-#   unkept   the second export again, after a VACUUM, without --roster-copy: 1% changed, compared
-#            with the roster read from the registry (a night after the copy was lost, or after
-#            someone changed an account)
+# The DBA's plain SQL (psql, one transaction): \copy into an unlogged staging table, then
+#   INSERT … ON CONFLICT (account_id) DO UPDATE … WHERE … IS DISTINCT FROM …, then
+#   UPDATE … SET status = 'disabled' for the active accounts the feed doesn't list.
+# It checks nothing and normalises nothing; the import does both, and writes its audit event.
+#
+# Each run, in alternating order (DBA first on odd runs, the import first on even ones):
+#   first    the registry emptied (TRUNCATE, VACUUM), then the first export loaded whole
+#   nightly  after a VACUUM ANALYZE, the other export (1% of the people renamed) with
+#            --disable-missing: the nightly case; the exports alternate from run to run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ops/lib.sh
@@ -55,7 +47,7 @@ sql() { "$psql_bin" -h "$sock" -U postgres -d "$1" -X -q -v ON_ERROR_STOP=1 -c "
 
 say "generating two exports of $rows accounts"
 # Every 10th name is quoted with a comma in it; 1% disabled, 0.5% high risk. The second export
-# changes the name of every 100th person and leaves out none.
+# renames every 100th person and leaves out none.
 gen() {
   awk -v rows="$rows" -v variant="$1" 'BEGIN {
     printf "account_id,display_name,email,status,high_risk\r\n"
@@ -69,91 +61,126 @@ gen() {
 }
 gen 1 >"$scratch/export1.csv"
 gen 2 >"$scratch/export2.csv"
-# Both exports shuffled the same way (the same source of randomness, the same number of rows).
-for n in 1 2; do
-  { head -n 1 "$scratch/export$n.csv"; tail -n +2 "$scratch/export$n.csv" | shuf --random-source=<(yes); } \
-    >"$scratch/shuffled$n.csv"
-done
 chmod 644 "$scratch"/*.csv
 say "$(du -h "$scratch/export1.csv" | cut -f1) per file"
 
-sql postgres "CREATE DATABASE bench"
-"$admin" db migrate --database "host=$sock dbname=bench user=postgres" >/dev/null 2>&1
-sql bench "CREATE ROLE bench_batch LOGIN" 2>/dev/null || true
-sql bench "GRANT hms2fa_batch TO bench_batch"
-as_batch="host=$sock dbname=bench user=bench_batch"
+for db in tool dba; do
+  sql postgres "CREATE DATABASE $db"
+  "$admin" db migrate --database "host=$sock dbname=$db user=postgres" >/dev/null 2>&1
+done
+sql tool "CREATE ROLE bench_batch LOGIN"
+sql tool "CREATE ROLE bench_desk LOGIN"
+"$admin" staff grant bench_batch --role batch --ticket BENCH-1 --database "host=$sock dbname=tool user=postgres" >/dev/null
+"$admin" staff grant bench_desk --role tier1 --ticket BENCH-1 --database "host=$sock dbname=tool user=postgres" >/dev/null
+sql dba "CREATE UNLOGGED TABLE dba_feed (account_id text, display_name text, email text, status text, high_risk boolean)"
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 # After a checkpoint, times one command (its output dropped) and prints the seconds it took.
 timed() {
-  sql bench "CHECKPOINT"
+  sql postgres "CHECKPOINT"
   local t0 t1
   t0=$(now)
   "$@" >/dev/null || return 1
   t1=$(now)
   elapsed "$t0" "$t1"
 }
-import() { "$admin" accounts import "$@" --database "$as_batch"; }
-kept() { import "$@" --roster-copy "$scratch/copy"; }
+import() { "$admin" accounts import "$@" --database "host=$sock dbname=tool user=bench_batch"; }
+dba() {
+  "$psql_bin" -h "$sock" -U postgres -d dba -X -q -v ON_ERROR_STOP=1 <<SQL
+BEGIN;
+TRUNCATE dba_feed;
+\\copy dba_feed FROM '$1' WITH (FORMAT csv, HEADER true)
+INSERT INTO hms2fa.accounts AS a (account_id, display_name, email, status, high_risk)
+SELECT account_id, display_name, email, status, high_risk FROM dba_feed
+ON CONFLICT (account_id) DO UPDATE
+   SET display_name = EXCLUDED.display_name, email = EXCLUDED.email, status = EXCLUDED.status,
+       high_risk = EXCLUDED.high_risk
+ WHERE (a.display_name, a.email, a.status, a.high_risk)
+       IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.email, EXCLUDED.status, EXCLUDED.high_risk);
+UPDATE hms2fa.accounts a SET status = 'disabled'
+ WHERE a.status = 'active' AND NOT EXISTS (SELECT 1 FROM dba_feed f WHERE f.account_id = a.account_id);
+COMMIT;
+SQL
+}
+# Both, in the run's order: "DBA-seconds tool-seconds".
+pair() {
+  local file=$1 first=$2 d t
+  shift 2
+  if [ "$first" = dba ]; then
+    d=$(timed dba "$file")
+    t=$(timed import "$file" "$@")
+  else
+    t=$(timed import "$file" "$@")
+    d=$(timed dba "$file")
+  fi
+  echo "$d $t"
+}
 
-copy_times=()
-initial_times=()
-nightly_times=()
-same_times=()
-next_times=()
-shuffled_times=()
-reshuffled_times=()
-unkept_times=()
+dba_first=()
+tool_first=()
+dba_nightly=()
+tool_nightly=()
 for run in $(seq 1 "$runs"); do
-  sql bench "DROP TABLE IF EXISTS plain_feed; CREATE TABLE plain_feed (account_id text, display_name text, email text, status text, high_risk boolean)"
-  copy_times+=("$(timed "$psql_bin" -h "$sock" -U postgres -d bench -X -q -v ON_ERROR_STOP=1 \
-    -c "\\copy plain_feed FROM '$scratch/export1.csv' WITH (FORMAT csv, HEADER true)")")
+  order=$([ $((run % 2)) = 1 ] && echo dba || echo tool)
+  for db in tool dba; do
+    sql "$db" "TRUNCATE hms2fa.accounts CASCADE"
+    sql "$db" "VACUUM ANALYZE hms2fa.accounts"
+  done
+  read -r d t < <(pair "$scratch/export1.csv" "$order")
+  dba_first+=("$d")
+  tool_first+=("$t")
 
-  sql bench "TRUNCATE hms2fa.accounts CASCADE"
-  rm -rf "$scratch/copy"
-  initial_times+=("$(timed kept "$scratch/export1.csv")")
+  # The exports alternate, so that every night renames 1% (of the first night's registry, back).
+  for db in tool dba; do sql "$db" "VACUUM ANALYZE hms2fa.accounts"; done
+  read -r d t < <(pair "$scratch/export2.csv" "$order" --disable-missing)
+  dba_nightly+=("$d")
+  tool_nightly+=("$t")
+  for db in tool dba; do sql "$db" "VACUUM ANALYZE hms2fa.accounts"; done
+  read -r d t < <(pair "$scratch/export1.csv" "$order" --disable-missing)
+  dba_nightly+=("$d")
+  tool_nightly+=("$t")
 
-  sql bench "VACUUM ANALYZE hms2fa.accounts"
-  nightly_times+=("$(timed kept "$scratch/export2.csv" --disable-missing)")
-
-  same_times+=("$(timed kept "$scratch/export2.csv" --disable-missing)")
-
-  sql bench "VACUUM ANALYZE hms2fa.accounts"
-  next_times+=("$(timed kept "$scratch/export1.csv" --disable-missing)")
-
-  sql bench "VACUUM ANALYZE hms2fa.accounts"
-  shuffled_times+=("$(timed kept "$scratch/shuffled2.csv" --disable-missing)")
-
-  sql bench "VACUUM ANALYZE hms2fa.accounts"
-  reshuffled_times+=("$(timed kept "$scratch/shuffled1.csv" --disable-missing)")
-
-  sql bench "VACUUM ANALYZE hms2fa.accounts"
-  unkept_times+=("$(timed import "$scratch/export2.csv" --disable-missing)")
-
-  printf 'run %d: psql \\copy %ss, initial import %ss, nightly import %ss, nothing changed %ss, next night %ss, shuffled %ss, shuffled next night %ss, without a copy %ss\n' \
-    "$run" "${copy_times[-1]}" "${initial_times[-1]}" "${nightly_times[-1]}" "${same_times[-1]}" "${next_times[-1]}" \
-    "${shuffled_times[-1]}" "${reshuffled_times[-1]}" "${unkept_times[-1]}"
+  printf 'run %d (%s first): first load DBA %ss, import %ss; nightly DBA %ss %ss, import %ss %ss\n' \
+    "$run" "$order" "${dba_first[-1]}" "${tool_first[-1]}" "${dba_nightly[-2]}" "${dba_nightly[-1]}" \
+    "${tool_nightly[-2]}" "${tool_nightly[-1]}"
 done
 
+say "desk look-ups (lock_timeout 100 ms) during a nightly import"
+desk() {
+  local failed=0 n=0 slowest=0 t0 t1 ms
+  while [ ! -e "$scratch/import-done" ]; do
+    t0=$(now)
+    if ! PGOPTIONS="-c lock_timeout=100ms" "$admin" user show "u$(printf '%07d' $((RANDOM * 30 % rows + 1)))" \
+      --database "host=$sock dbname=tool user=bench_desk" >/dev/null 2>"$scratch/desk.err"; then
+      failed=$((failed + 1))
+      cat "$scratch/desk.err" >&2
+    fi
+    t1=$(now)
+    ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')
+    [ "$ms" -gt "$slowest" ] && slowest=$ms
+    n=$((n + 1))
+  done
+  echo "$n $failed $slowest"
+}
+rm -f "$scratch/import-done"
+desk >"$scratch/desk.out" &
+desk_pid=$!
+import "$scratch/export2.csv" --disable-missing >/dev/null
+touch "$scratch/import-done"
+wait "$desk_pid"
+read -r lookups failed slowest <"$scratch/desk.out"
+
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-copy=$(median "${copy_times[@]}")
-initial=$(median "${initial_times[@]}")
-nightly=$(median "${nightly_times[@]}")
-same=$(median "${same_times[@]}")
-next=$(median "${next_times[@]}")
-shuffled=$(median "${shuffled_times[@]}")
-reshuffled=$(median "${reshuffled_times[@]}")
-unkept=$(median "${unkept_times[@]}")
+df=$(median "${dba_first[@]}")
+tf=$(median "${tool_first[@]}")
+dn=$(median "${dba_nightly[@]}")
+tn=$(median "${tool_nightly[@]}")
 echo
-echo "rows: $rows, runs: $runs, $(nproc) cores, $(date -u +%Y-%m-%d), PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }')"
-awk -v c="$copy" -v i="$initial" -v n="$nightly" -v s="$same" -v x="$next" -v r="$shuffled" -v q="$reshuffled" -v u="$unkept" 'BEGIN {
-  printf "median psql \\copy into a plain table   %6.2fs\n", c
-  printf "median initial import (all inserts)     %6.2fs  %.2fx\n", i, i / c
-  printf "median nightly import (1%% changed)      %6.2fs  %.2fx\n", n, n / c
-  printf "median import, nothing changed          %6.2fs  %.2fx\n", s, s / c
-  printf "median next night (1%% changed back)     %6.2fs  %.2fx\n", x, x / c
-  printf "median nightly, feed in another order   %6.2fs  %.2fx\n", r, r / c
-  printf "median next night in that other order   %6.2fs  %.2fx\n", q, q / c
-  printf "median nightly, no copy kept            %6.2fs  %.2fx\n", u, u / c
+echo "rows: $rows, runs: $runs, $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M') UTC, PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }')"
+awk -v df="$df" -v tf="$tf" -v dn="$dn" -v tn="$tn" 'BEGIN {
+  printf "median first load:   DBA plain SQL %6.2fs, import %6.2fs  %.2fx\n", df, tf, tf / df
+  printf "median nightly (1%%): DBA plain SQL %6.2fs, import %6.2fs  %.2fx\n", dn, tn, tn / dn
 }'
+echo "desk look-ups during a nightly import: $lookups, $failed waited over 100 ms on a lock (failed), slowest ${slowest} ms"
+[ "$failed" = 0 ]
