@@ -20,7 +20,8 @@ struct BaselineTests {
     let database = try TestDatabase.create()
     let catalogue = try Self.catalogue(of: database)
     if ProcessInfo.processInfo.environment["HMS2FA_WRITE_CATALOGUE"] == "1" {
-      try catalogue.joined(separator: "\n\n").appending("\n").write(to: Self.reference, atomically: true, encoding: .utf8)
+      let text = catalogue.joined(separator: "\n\n") + "\n"
+      try text.write(to: Self.reference, atomically: true, encoding: .utf8)
     }
     let expected = try String(contentsOf: Self.reference, encoding: .utf8)
       .trimmingCharacters(in: .newlines).components(separatedBy: "\n\n")
