@@ -26,6 +26,14 @@ public enum Migrations {
   /// The migrations this build of the tool carries, in order.
   public static let all: [Migration] = embeddedMigrations.map { Migration(name: $0.name, sql: $0.sql) }
 
+  /// The baseline: the files that folded the first 27 migrations into one per concern, before
+  /// the first release. Every later file is a change of its own.
+  public static let baseline = all.filter { $0.name <= "0011_roster.sql" }
+
+  /// The first file of the numbering before the baseline: a database that records it was made
+  /// by those migrations, which this build doesn't carry.
+  static let preBaselineFirst = "0001_registry.sql"
+
   // Any fixed key: it only has to differ from other advisory locks taken in this database.
   static let lockKey: Int64 = 0x686D_7332_6661_01
 
@@ -54,6 +62,13 @@ public enum Migrations {
     var seen: Set<String> = []
     var byName: [String: Row] = [:]
     for row in recorded { byName[try row.decode("name", as: String.self)] = row }
+    if byName[preBaselineFirst] != nil {
+      throw DeskError(
+        .configuration,
+        "this database was made by the migrations before the baseline (it records \(preBaselineFirst)), "
+          + "which this hms2fa-admin doesn't carry; nothing was changed: make a new database and run "
+          + "hms2fa-admin db migrate on it")
+    }
     for migration in all {
       seen.insert(migration.name)
       guard let row = byName[migration.name] else {

@@ -4,8 +4,8 @@ import Postgres
 import TestSupport
 import Testing
 
-/// The migrations in `sql/` make exactly the catalogue they made before they were folded into a
-/// baseline: tables, constraints, indexes, functions with their bodies and settings, grants,
+/// The baseline (`sql/0001_roles.sql` … `0011_roster.sql`) makes exactly the catalogue the 27
+/// migrations it folded made: tables, constraints, indexes, functions with their bodies and settings, grants,
 /// triggers, default privileges, the rows the migrations write, roles and their memberships.
 /// `Tests/Reference/pre-baseline-catalogue.txt` is that catalogue, made by this test (with
 /// `HMS2FA_WRITE_CATALOGUE=1`) from the last commit before the baseline.
@@ -15,9 +15,28 @@ struct BaselineTests {
     .deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("Reference/pre-baseline-catalogue.txt")
 
-  @Test("a database migrated from sql/ has the pre-baseline catalogue, object for object")
+  /// Differences made on purpose, by the `-- Name:` line of the entry, and why.
+  static let deliberate = [
+    "-- Name: phone_owner(text); Type: FUNCTION; Schema: hms2fa_api; Owner: hms2fa_owner":
+      "the body's `x.*` is bound when the function is made: made before phone_verifications.used_at "
+      + "(0005, then 0020 added the column) it listed the table's columns but that one; the baseline makes "
+      + "the table whole first, so it lists them all (the column is never read there)",
+    "-- Name: roster_diff(integer); Type: FUNCTION; Schema: hms2fa_api; Owner: hms2fa_owner":
+      "its hint named apply_roster, which 0027 dropped; it names import_roster",
+  ]
+
+  @Test("a database made by the baseline has the pre-baseline catalogue, object for object")
   func sameCatalogue() throws {
-    let database = try TestDatabase.create()
+    // The baseline's files only: the migrations after it change the catalogue, as they should.
+    let database = try TestDatabase.create(migrated: false)
+    let db = try database.connect()
+    #expect(Migrations.baseline.count == 11)
+    for migration in Migrations.baseline {
+      try db.transaction {
+        try db.runScript(migration.sql)
+        try db.execute("RESET ROLE")
+      }
+    }
     let catalogue = try Self.catalogue(of: database)
     if ProcessInfo.processInfo.environment["HMS2FA_WRITE_CATALOGUE"] == "1" {
       let text = catalogue.joined(separator: "\n\n") + "\n"
@@ -25,11 +44,20 @@ struct BaselineTests {
     }
     let expected = try String(contentsOf: Self.reference, encoding: .utf8)
       .trimmingCharacters(in: .newlines).components(separatedBy: "\n\n")
-    let missing = expected.filter { !catalogue.contains($0) }
-    let extra = catalogue.filter { !expected.contains($0) }
-    #expect(missing.isEmpty, "in the reference, not made by sql/:\n\(missing.joined(separator: "\n\n"))")
-    #expect(extra.isEmpty, "made by sql/, not in the reference:\n\(extra.joined(separator: "\n\n"))")
+    func named(_ entry: String) -> Bool {
+      Self.deliberate.keys.contains { entry.hasPrefix($0 + "\n") }
+    }
+    let missing = expected.filter { !catalogue.contains($0) && !named($0) }
+    let extra = catalogue.filter { !expected.contains($0) && !named($0) }
+    #expect(missing.isEmpty, "in the reference, not made by the baseline:\n\(missing.joined(separator: "\n\n"))")
+    #expect(extra.isEmpty, "made by the baseline, not in the reference:\n\(extra.joined(separator: "\n\n"))")
     #expect(catalogue.count > 200)
+    // Each named difference is still one: the object is on both sides, and differs.
+    for header in Self.deliberate.keys {
+      let ours = catalogue.filter { $0.hasPrefix(header + "\n") }
+      let theirs = expected.filter { $0.hasPrefix(header + "\n") }
+      #expect(ours.count == 1 && theirs.count == 1 && ours != theirs, "\(header)")
+    }
   }
 
   /// The database's objects as `pg_dump` writes them (schema, and the data the migrations

@@ -61,6 +61,35 @@ struct MigrationTests {
     #expect(try Migrations.status(on: db).last?.state == .unknown)
   }
 
+  @Test("a database made by the migrations before the baseline is refused by db migrate and db status (78, one line)")
+  func preBaselineDatabase() throws {
+    let database = try TestDatabase.create(migrated: false)
+    let db = try database.connect()
+    try db.execute("CREATE SCHEMA hms2fa_meta")
+    try db.execute(
+      """
+      CREATE TABLE hms2fa_meta.schema_migrations (
+        name text PRIMARY KEY, checksum text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now(), applied_by text NOT NULL DEFAULT session_user)
+      """)
+    try db.execute(
+      """
+      INSERT INTO hms2fa_meta.schema_migrations (name, checksum)
+      VALUES ('0001_registry.sql', 'x'), ('0002_security.sql', 'y'), ('0027_roster_set_based.sql', 'z')
+      """)
+    for command in ["migrate", "status"] {
+      let out = try Tool.run(["db", command, "--database", try database.conninfo()])
+      #expect(out.status == 78, "db \(command): \(out.stderr)")
+      #expect(
+        out.stderr == "hms2fa-admin: this database was made by the migrations before the baseline (it records "
+          + "0001_registry.sql), which this hms2fa-admin doesn't carry; nothing was changed: make a new database "
+          + "and run hms2fa-admin db migrate on it\n", "db \(command)")
+      #expect(out.stdout.isEmpty)
+    }
+    let schemas = try db.queryFirst("SELECT count(*) AS n FROM pg_namespace WHERE nspname IN ('hms2fa', 'hms2fa_api')")
+    #expect(try schemas?.decode("n", as: Int.self) == 0)
+  }
+
   @Test("two migrations at once: each file is applied exactly once")
   func concurrent() throws {
     let database = try TestDatabase.create(migrated: false)

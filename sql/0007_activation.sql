@@ -1,11 +1,13 @@
--- "Email me an activation link": single-use links for a pending mobile device, stored only as
--- the SHA-256 of the token, sent only to the email of record.
+-- Activation links, emailed to the email of record when a camera can't scan the QR code; the
+-- token is made and sent by the delivery service, and only its hash is kept. Serves
+-- hms2fa_tier1 (create, list, revoke) and hms2fa_signin (redeem).
 
 SET LOCAL ROLE hms2fa_owner;
 
 CREATE TABLE hms2fa.activation_links (
   link_id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  token_hash     bytea NOT NULL UNIQUE CONSTRAINT token_hash_is_sha256 CHECK (length(token_hash) = 32),
+  -- SHA-256 of the token, stored by the delivery service when it sends it: empty until then.
+  token_hash     bytea UNIQUE CONSTRAINT token_hash_is_sha256 CHECK (length(token_hash) = 32),
   account_id     text NOT NULL REFERENCES hms2fa.accounts,
   device_id      bigint NOT NULL REFERENCES hms2fa.devices,
   ticket         text NOT NULL,
@@ -36,11 +38,13 @@ BEGIN ATOMIC
    ORDER BY l.link_id;
 END;
 
+-- activation send: records a link for the person's device waiting for activation and queues it
+-- to the email of record; the delivery service makes the token. Revokes the device's earlier
+-- outstanding links (superseded).
 CREATE FUNCTION hms2fa_api.create_activation_link(
-  p_account_id text, p_device_id bigint, p_token_hash bytea, p_valid_for interval, p_ticket text
-)
-RETURNS TABLE (link_id bigint, device_id bigint, device_label text, expires_at timestamptz,
-               email text, display_name text, superseded integer)
+  p_account_id text, p_device_id bigint, p_valid_for interval, p_ticket text
+) RETURNS TABLE (link_id bigint, device_id bigint, device_label text, expires_at timestamptz, email text,
+                 display_name text, superseded integer, message_id bigint)
   LANGUAGE plpgsql SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
 AS $$
@@ -52,6 +56,7 @@ DECLARE
   v_oldest timestamptz;
   v_link hms2fa.activation_links;
   v_superseded integer;
+  v_message bigint;
 BEGIN
   PERFORM hms2fa.check_ticket(p_ticket);
   IF p_valid_for IS NULL OR p_valid_for < interval '5 minutes' OR p_valid_for > interval '7 days' THEN
@@ -102,19 +107,28 @@ BEGIN
    WHERE l.device_id = v_device.device_id AND l.used_at IS NULL AND l.revoked_at IS NULL;
   GET DIAGNOSTICS v_superseded = ROW_COUNT;
 
+  -- No token yet: the delivery service makes it when it sends the email.
   INSERT INTO hms2fa.activation_links (token_hash, account_id, device_id, ticket, expires_at)
-  VALUES (p_token_hash, v_account.account_id, v_device.device_id, p_ticket, now() + p_valid_for)
+  VALUES (NULL, v_account.account_id, v_device.device_id, p_ticket, now() + p_valid_for)
   RETURNING * INTO v_link;
+
+  v_message := hms2fa.queue_message('activation_link', 'email', v_account.account_id, v_account.email, p_ticket,
+    jsonb_build_object('name', v_account.display_name, 'device_label', v_device.label,
+                       'expires_at', hms2fa.iso(v_link.expires_at)),
+    p_link_id => v_link.link_id);
 
   PERFORM hms2fa.audit('activation.sent', v_account.account_id, p_ticket, NULL,
     jsonb_build_object('link_id', v_link.link_id, 'device_id', v_device.device_id,
-                       'expires_at', hms2fa.iso(v_link.expires_at), 'superseded', v_superseded));
+                       'expires_at', hms2fa.iso(v_link.expires_at), 'superseded', v_superseded,
+                       'message_id', v_message));
 
   RETURN QUERY SELECT v_link.link_id, v_device.device_id, v_device.label, v_link.expires_at,
-                      v_account.email, v_account.display_name, v_superseded;
+                      v_account.email, v_account.display_name, v_superseded, v_message;
 END
 $$;
+GRANT EXECUTE ON FUNCTION hms2fa_api.create_activation_link(text,bigint,interval,text) TO hms2fa_tier1;
 
+-- activation list: the person's links, newest first, with their state (never a token or hash).
 CREATE FUNCTION hms2fa_api.activation_links(p_account_id text)
 RETURNS TABLE (link_id bigint, device_id bigint, created_by text, ticket text, created_at timestamptz,
                expires_at timestamptz, used_at timestamptz, revoked_at timestamptz,
@@ -139,6 +153,7 @@ BEGIN
      LIMIT 50;
 END
 $$;
+GRANT EXECUTE ON FUNCTION hms2fa_api.activation_links(text) TO hms2fa_tier1;
 
 -- Revokes the person's outstanding links (or just one, by id); writes activation.revoked when
 -- anything was revoked.
@@ -169,6 +184,7 @@ BEGIN
   RETURN cardinality(v_ids);
 END
 $$;
+GRANT EXECUTE ON FUNCTION hms2fa_api.revoke_activation_links(text,text,text,bigint) TO hms2fa_tier1;
 
 -- The sign-in service's side: the person tapped the link. NULL (and no reason) unless the
 -- token is known, unexpired, unrevoked and unused. Concurrent redemptions: the row lock makes
@@ -204,30 +220,4 @@ BEGIN
   RETURN v_device_id;
 END
 $$;
-
--- user show now lists outstanding links (never a token or its hash).
-CREATE OR REPLACE FUNCTION hms2fa_api.account_card(p_key text) RETURNS jsonb
-  LANGUAGE plpgsql STABLE SECURITY DEFINER
-  SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_card jsonb;
-BEGIN
-  v_card := hms2fa.account_card_base(p_key);
-  IF v_card IS NULL THEN
-    RETURN NULL;
-  END IF;
-  RETURN v_card || jsonb_build_object('activation_links', coalesce((
-    SELECT jsonb_agg(jsonb_build_object(
-             'link_id', l.link_id, 'device_id', l.device_id, 'sent_at', hms2fa.iso(l.created_at),
-             'sent_by', l.created_by, 'expires_at', hms2fa.iso(l.expires_at)) ORDER BY l.link_id)
-      FROM hms2fa.outstanding_links(v_card->>'account_id') l), '[]'));
-END
-$$;
-
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hms2fa, hms2fa_api FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION hms2fa_api.account_card(text) TO hms2fa_tier1;
-GRANT EXECUTE ON FUNCTION hms2fa_api.create_activation_link(text, bigint, bytea, interval, text) TO hms2fa_tier1;
-GRANT EXECUTE ON FUNCTION hms2fa_api.activation_links(text) TO hms2fa_tier1;
-GRANT EXECUTE ON FUNCTION hms2fa_api.revoke_activation_links(text, text, text, bigint) TO hms2fa_tier1;
 GRANT EXECUTE ON FUNCTION hms2fa_api.redeem_activation_link(text) TO hms2fa_signin;

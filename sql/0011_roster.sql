@@ -1,75 +1,53 @@
--- The roster import, set-based. The tool streams the identity feed's file, as it is, into a
--- staging table with COPY (FORMAT csv), and hms2fa_api.import_roster does the rest in SQL, in
--- the import's one transaction: it maps the columns by the header, normalises and checks every
--- row, refuses repeated ids, finds the changes with one join and applies them (apply_roster's
--- shape, through 0022's apply_roster_changes). PostgreSQL's CSV parser replaces the tool's.
+-- The roster import: the identity system's nightly export, parsed by the server's CSV parser
+-- (COPY … FORMAT csv) into a staging table and checked and applied in SQL, in one transaction.
+-- Serves hms2fa_batch.
 --
--- Gone with it: the import by difference (0021), which read the whole roster into the client
--- and compared there, and the roster's version (0023), which let the client keep a copy of
--- every account's name and email on the batch host between imports. No state about accounts
--- lives outside the database any more. Also gone: apply_roster and open_roster_feed, the older
--- path for a feed already split into columns; psql uses the same two calls as the tool (see
--- sql/README.md).
---
--- The import runs in READ COMMITTED. Its diff and its changes are one transaction, and it holds
--- the roster's advisory lock, so no other import runs between them. An agent's change to an
--- account (login_action) no longer forces the whole import to start again: only the feed's
--- columns are written, each UPDATE re-reads the row it changes, and an account another session
--- adds meanwhile is left as that session added it.
+--   H2U81 a staging table already exists    H2U82 no import open    H2U83, H2U84 bad options
+--   H2U85 no changes to list                 H2R81 another import holds the lock
+--   H2D80 the feed is malformed or invalid   H2D83 the feed would disable too many
 
 SET LOCAL ROLE hms2fa_owner;
 
---   H2D80 the feed is malformed or invalid: a bad header, a bad value, a repeated id (exit 65)
-
-DROP TRIGGER roster_version ON hms2fa.accounts;
-DROP FUNCTION hms2fa.roster_changed();
-DROP FUNCTION hms2fa_api.roster_version();
-DROP FUNCTION hms2fa_api.note_roster_copy(uuid, bytea);
-DROP TABLE hms2fa.roster_version;
-
-DROP FUNCTION hms2fa_api.apply_roster_delta(bigint, boolean, numeric, boolean, boolean, text, text);
-DROP FUNCTION hms2fa_api.count_roster();
-DROP FUNCTION hms2fa_api.open_roster_delta();
-DROP FUNCTION hms2fa.check_roster_delta();
-DROP VIEW hms2fa_api.roster_accounts;
-DROP FUNCTION hms2fa_api.apply_roster(boolean, numeric, boolean, boolean, text, text);
-DROP FUNCTION hms2fa_api.open_roster_feed();
-DROP FUNCTION hms2fa.check_roster_feed();
-
--- The batch login no longer checks addresses with its own rights (the staging table that called
--- it is gone); the rule runs inside import_roster.
-REVOKE EXECUTE ON FUNCTION hms2fa.is_email_address(text) FROM hms2fa_batch;
-
--- Opens this transaction's staging table, pg_temp.roster_raw, and takes the import's lock (a
--- second import stops here, before it sends its file). The file goes in whole, header first,
--- as five text fields a record:
---   COPY pg_temp.roster_raw (f1, f2, f3, f4, f5) FROM STDIN (FORMAT csv)
--- record numbers each record in the order COPY read it (1 is the header). The table belongs to
--- hms2fa_owner and the caller may only INSERT into it: a table the caller owned could carry
--- rules, triggers or row security that import_roster would run with the owner's rights. Dropped
--- at commit or rollback.
-CREATE FUNCTION hms2fa_api.open_roster_import() RETURNS void
-  LANGUAGE plpgsql SECURITY DEFINER
+-- Refuses bad options of an import; shared by apply_roster and apply_roster_delta.
+CREATE FUNCTION hms2fa.check_roster_options(
+  p_max_disable_fraction numeric, p_force boolean, p_dry_run boolean, p_ticket text
+) RETURNS void
+  LANGUAGE plpgsql
   SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM hms2fa.lock_roster();
-  IF to_regclass('pg_temp.roster_raw') IS NOT NULL THEN
-    RAISE EXCEPTION 'this session already has a table pg_temp.roster_raw'
-      USING ERRCODE = 'H2U81', HINT = 'run the import in a new transaction';
+  IF p_ticket IS NOT NULL THEN
+    PERFORM hms2fa.check_ticket(p_ticket);
   END IF;
-  CREATE TEMPORARY TABLE roster_raw (
-    record bigint GENERATED ALWAYS AS IDENTITY,
-    f1 text, f2 text, f3 text, f4 text, f5 text
-  ) ON COMMIT DROP;
-  EXECUTE format('GRANT INSERT ON TABLE pg_temp.roster_raw TO %I', session_user);
+  IF p_max_disable_fraction IS NULL OR p_max_disable_fraction < 0 OR p_max_disable_fraction > 1 THEN
+    RAISE EXCEPTION 'the largest fraction of active accounts a feed may disable is between 0 and 1'
+      USING ERRCODE = 'H2U83';
+  END IF;
+  IF coalesce(p_force, false) AND p_ticket IS NULL AND NOT coalesce(p_dry_run, false) THEN
+    RAISE EXCEPTION 'overriding the disable limit needs a ticket' USING ERRCODE = 'H2U84';
+  END IF;
 END
 $$;
 
--- 0022's apply_roster_changes, restated for one change: new accounts go in with a plain INSERT
--- in every isolation level (0022 kept ON CONFLICT DO NOTHING for READ COMMITTED, which is now
--- the import's).
-CREATE OR REPLACE FUNCTION hms2fa.apply_roster_changes(
+-- Takes the import's lock for the transaction, or raises: one import at a time.
+CREATE FUNCTION hms2fa.lock_roster() RETURNS void
+  LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT pg_try_advisory_xact_lock(29393739112145160) THEN
+    RAISE EXCEPTION 'another roster import is running' USING ERRCODE = 'H2R81',
+      HINT = 'try again when it has finished';
+  END IF;
+END
+$$;
+
+-- Counts, checks against the disable limit and applies pg_temp.roster_changes (one row per
+-- account added, changed or disabled, with old and new values), then writes the
+-- accounts.imported event with the changes that decide where a link goes and what a reset
+-- needs. p_feed_rows is the number of rows in the feed, p_active_before the number of active
+-- accounts before the import.
+CREATE FUNCTION hms2fa.apply_roster_changes(
   p_feed_rows bigint, p_active_before bigint,
   p_disable_missing boolean, p_max_disable_fraction numeric, p_force boolean, p_dry_run boolean,
   p_source text, p_ticket text,
@@ -182,6 +160,33 @@ BEGIN
     'enabled_again', v_enabled, 'enabled_again_accounts', v_enabled_ids));
 END
 $$;
+
+-- Opens this transaction's staging table, pg_temp.roster_raw, and takes the import's lock (a
+-- second import stops here, before it sends its file). The file goes in whole, header first,
+-- as five text fields a record:
+--   COPY pg_temp.roster_raw (f1, f2, f3, f4, f5) FROM STDIN (FORMAT csv)
+-- record numbers each record in the order COPY read it (1 is the header). The table belongs to
+-- hms2fa_owner and the caller may only INSERT into it: a table the caller owned could carry
+-- rules, triggers or row security that import_roster would run with the owner's rights. Dropped
+-- at commit or rollback.
+CREATE FUNCTION hms2fa_api.open_roster_import() RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM hms2fa.lock_roster();
+  IF to_regclass('pg_temp.roster_raw') IS NOT NULL THEN
+    RAISE EXCEPTION 'this session already has a table pg_temp.roster_raw'
+      USING ERRCODE = 'H2U81', HINT = 'run the import in a new transaction';
+  END IF;
+  CREATE TEMPORARY TABLE roster_raw (
+    record bigint GENERATED ALWAYS AS IDENTITY,
+    f1 text, f2 text, f3 text, f4 text, f5 text
+  ) ON COMMIT DROP;
+  EXECUTE format('GRANT INSERT ON TABLE pg_temp.roster_raw TO %I', session_user);
+END
+$$;
+GRANT EXECUTE ON FUNCTION hms2fa_api.open_roster_import() TO hms2fa_batch;
 
 -- The line of the file that record p_record starts on: its record number, plus the line breaks
 -- inside the quoted display names before it (the only field of a valid row that may hold one),
@@ -389,8 +394,45 @@ BEGIN
                                      p_max_disable_fraction, p_force, p_dry_run, p_source, p_ticket);
 END
 $$;
+GRANT EXECUTE ON FUNCTION hms2fa_api.import_roster(boolean,numeric,boolean,boolean,text,text) TO hms2fa_batch;
 
-REVOKE EXECUTE ON FUNCTION hms2fa_api.open_roster_import(), hms2fa.roster_line(bigint),
-  hms2fa_api.import_roster(boolean, numeric, boolean, boolean, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION hms2fa_api.open_roster_import(),
-  hms2fa_api.import_roster(boolean, numeric, boolean, boolean, text, text) TO hms2fa_batch;
+-- What import_roster found to change (call it first, with p_dry_run), one row per account in
+-- feed order (accounts to disable last), at most p_limit rows. 'added' has the new values;
+-- 'changed' the fields that differ, before (old_*) and after (NULL where a field stays as it
+-- is); 'disabled' the status.
+CREATE FUNCTION hms2fa_api.roster_diff(p_limit integer DEFAULT 1000)
+RETURNS TABLE (change text, account_id text, line bigint,
+               old_display_name text, display_name text, old_email text, email text,
+               old_status text, status text, old_high_risk boolean, high_risk boolean)
+  LANGUAGE plpgsql STABLE SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT EXISTS (
+       SELECT 1 FROM pg_catalog.pg_class t
+        WHERE t.oid = to_regclass('pg_temp.roster_changes') AND t.relkind = 'r'
+          AND t.relowner = 'hms2fa_owner'::regrole) THEN
+    RAISE EXCEPTION 'no roster changes in this transaction'
+      USING ERRCODE = 'H2U85', HINT = 'call hms2fa_api.import_roster first (with p_dry_run => true)';
+  END IF;
+  RETURN QUERY
+    SELECT c.change, c.account_id, c.line,
+           CASE WHEN c.change = 'changed' AND c.old_display_name IS DISTINCT FROM c.display_name
+                THEN c.old_display_name END,
+           CASE WHEN c.change = 'added' OR (c.change = 'changed' AND c.old_display_name IS DISTINCT FROM c.display_name)
+                THEN c.display_name END,
+           CASE WHEN c.change = 'changed' AND c.old_email IS DISTINCT FROM c.email THEN c.old_email END,
+           CASE WHEN c.change = 'added' OR (c.change = 'changed' AND c.old_email IS DISTINCT FROM c.email)
+                THEN c.email END,
+           CASE WHEN c.change <> 'added' AND c.old_status IS DISTINCT FROM c.status THEN c.old_status END,
+           CASE WHEN c.change = 'added' OR c.old_status IS DISTINCT FROM c.status THEN c.status END,
+           CASE WHEN c.change = 'changed' AND c.old_high_risk IS DISTINCT FROM c.high_risk
+                THEN c.old_high_risk END,
+           CASE WHEN c.change = 'added' OR (c.change = 'changed' AND c.old_high_risk IS DISTINCT FROM c.high_risk)
+                THEN c.high_risk END
+      FROM pg_temp.roster_changes c
+     ORDER BY c.line NULLS LAST, c.account_id
+     LIMIT greatest(coalesce(p_limit, 1000), 0);
+END
+$$;
+GRANT EXECUTE ON FUNCTION hms2fa_api.roster_diff(integer) TO hms2fa_batch;
