@@ -200,6 +200,42 @@ public struct Ticket: Hashable, Sendable, CustomStringConvertible {
   public var description: String { value }
 }
 
+extension Ticket {
+  /// The desk's ticket pattern unless `HMS2FA_TICKET_PATTERN` says otherwise: `INC0012345`,
+  /// `HELP-123`.
+  public static let defaultPattern = "^[A-Z]{2,10}-?[0-9]{1,12}$"
+
+  /// A ticket as an agent gives it at the desk: `text` (`--ticket`), else `HMS2FA_TICKET`, typed
+  /// once for the whole call; printable ASCII (`init(parsing:)`) and matching the desk's pattern,
+  /// so that a typo never stays in the audit record.
+  ///
+  /// - Throws: a usage `DeskError` (64) for no ticket or one that doesn't match, naming the
+  ///   pattern; a configuration one (78) when `HMS2FA_TICKET_PATTERN` isn't a regular expression.
+  public init(desk text: String?, environment: (String) -> String? = environmentVariable) throws(DeskError) {
+    let given = text ?? environment("HMS2FA_TICKET").flatMap { $0.isEmpty ? nil : $0 }
+    guard let given else {
+      throw .usage("a change needs its service-desk ticket: --ticket INC0012345, or HMS2FA_TICKET set once for the call")
+    }
+    let pattern = environment("HMS2FA_TICKET_PATTERN").flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultPattern
+    let rule: Regex<AnyRegexOutput>
+    do {
+      rule = try Regex(pattern)
+    } catch {
+      throw DeskError(
+        .configuration,
+        "HMS2FA_TICKET_PATTERN \(quoted(pattern, limit: 80)) is not a regular expression; fix it, or unset it for "
+          + "the default \(Self.defaultPattern)")
+    }
+    let source = text == nil ? "HMS2FA_TICKET " : ""
+    guard given.firstMatch(of: rule) != nil else {
+      throw .usage(
+        "\(source)\(quoted(given)) is not a ticket here: tickets match \(pattern) (HMS2FA_TICKET_PATTERN), "
+          + "e.g. INC0012345 or HELP-123")
+    }
+    try self.init(parsing: given)
+  }
+}
+
 extension String {
   package func trimmingASCIISpaces() -> String {
     let scalars = unicodeScalars

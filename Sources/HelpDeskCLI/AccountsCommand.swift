@@ -86,14 +86,16 @@ struct AccountsCommand: ParsableCommand {
       guard (0...Int(Int32.max)).contains(diffLimit) else {
         throw ValidationError("--diff-limit must be between 0 and \(Int32.max)")
       }
-      if let ticket {
+      if ticket != nil || force {
         do {
-          _ = try Ticket(parsing: ticket)
+          _ = try Ticket(desk: ticket)
         } catch {
+          // A setting that is wrong (78) is said when the command runs, with its own exit status.
+          guard error.status == .usage else { return }
           throw ValidationError(error.message)
         }
       }
-      if force && ticket == nil && !dryRun {
+      if force && ticket == nil && environmentVariable("HMS2FA_TICKET") == nil && !dryRun {
         throw ValidationError("--force overrides the disable limit and needs --ticket")
       }
     }
@@ -104,7 +106,7 @@ struct AccountsCommand: ParsableCommand {
       options.maxDisableFraction = maxDisableFraction
       options.force = force
       options.dryRun = dryRun
-      options.ticket = try ticket.map { try Ticket(parsing: $0) }
+      options.ticket = ticket != nil || force ? try Ticket(desk: ticket) : nil
       options.diffLimit = diffLimit
       let started = Date()
       var result: RosterImportResult?

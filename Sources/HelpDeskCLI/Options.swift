@@ -46,17 +46,21 @@ struct GlobalOptions: ParsableArguments {
 struct ChangeOptions: ParsableArguments {
   @Option(
     help: ArgumentHelp(
-      "The service-desk ticket this change is made under (1–64 printable characters).", valueName: "ticket"))
-  var ticket: String
+      "The service-desk ticket this change is made under, e.g. INC0012345.",
+      discussion: "Else HMS2FA_TICKET: set it once for a call. Checked against HMS2FA_TICKET_PATTERN "
+        + "(default \(Ticket.defaultPattern)).", valueName: "ticket"))
+  var ticket: String?
 
   var parsedTicket: Ticket {
-    get throws { try Ticket(parsing: ticket) }
+    get throws { try Ticket(desk: ticket) }
   }
 
   func validate() throws {
     do {
-      _ = try Ticket(parsing: ticket)
+      _ = try Ticket(desk: ticket)
     } catch {
+      // A setting that is wrong (78) is said when the command runs, with its own exit status.
+      guard error.status == .usage else { return }
       throw ValidationError(error.message)
     }
   }

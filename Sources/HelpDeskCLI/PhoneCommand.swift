@@ -128,10 +128,11 @@ struct PhoneCommand: ParsableCommand {
       let id = try AccountID(parsing: account)
       let number = try parsePhone(phone)
       let db = try global.connect()
-      let sent = try PhoneVerification.verify(id, phone: number, via: via, ticket: try change.parsedTicket, on: db)
+      let ticket = try change.parsedTicket
+      let sent = try PhoneVerification.verify(id, phone: number, via: via, ticket: ticket, on: db)
       try emitSent(
         sent, account: id, channel: via, waiting: waiting, db: db, console: global.console,
-        next: "phone confirm \(id) \(sent.phone)")
+        next: "phone confirm \(id) \(sent.phone) --ticket \(ticket)")
     }
   }
 
@@ -246,7 +247,7 @@ func emitSent(
       + "(verification \(sent.verificationID), works until \(sent.expiresAt.iso8601UTC())"
       + (sent.replaced > 0 ? "; the earlier code no longer works" : "") + ")\n" + delivery.line
       + (delivery.outcome == DeliveryOutcome.sent
-        ? "\nask the person to read it to you, then: hms2fa-admin \(next) CODE --ticket …" : "")
+        ? "\nask the person to read it to you, then: hms2fa-admin \(next)   (it asks for the code)" : "")
   }
   try delivery.finish(failed: "the code was cancelled; send a new one once the gateway works", console: console)
 }
@@ -290,11 +291,11 @@ struct IdentityCommand: ParsableCommand {
       let id = try AccountID(parsing: account)
       if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
       let db = try global.connect()
-      let sent = try PhoneVerification.identityCheck(
-        id, device: device, via: via, ticket: try change.parsedTicket, on: db)
+      let ticket = try change.parsedTicket
+      let sent = try PhoneVerification.identityCheck(id, device: device, via: via, ticket: ticket, on: db)
       try emitSent(
         sent, account: id, channel: via, waiting: waiting, db: db, console: global.console,
-        next: "identity confirm \(id)")
+        next: "identity confirm \(id) --ticket \(ticket)")
     }
   }
 

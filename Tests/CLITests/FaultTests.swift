@@ -88,20 +88,20 @@ struct FaultTests {
   }
 
   static let changes: [Change] = [
-    Change(arguments: ["activation", "send", "jd123", "--ticket", "F1"]),
-    Change(arguments: ["activation", "revoke", "jd123", "--ticket", "F1"]),
-    Change(arguments: ["remembered", "revoke", "jd123", "--ticket", "F1"]),
-    Change(arguments: ["phone", "verify", "jd123", "617-555-0199", "--via", "sms", "--ticket", "F1"]),
+    Change(arguments: ["activation", "send", "jd123", "--ticket", "FL1"]),
+    Change(arguments: ["activation", "revoke", "jd123", "--ticket", "FL1"]),
+    Change(arguments: ["remembered", "revoke", "jd123", "--ticket", "FL1"]),
+    Change(arguments: ["phone", "verify", "jd123", "617-555-0199", "--via", "sms", "--ticket", "FL1"]),
     Change(
-      arguments: ["phone", "confirm", "jd123", "617-555-0199", "123456", "--ticket", "F1"],
+      arguments: ["phone", "confirm", "jd123", "617-555-0199", "123456", "--ticket", "FL1"],
       hold: "SELECT 1 FROM hms2fa.phone_verifications FOR UPDATE"),
-    Change(arguments: ["identity", "check", "jd123", "--via", "voice", "--ticket", "F1"]),
+    Change(arguments: ["identity", "check", "jd123", "--via", "voice", "--ticket", "FL1"]),
     Change(
-      arguments: ["identity", "confirm", "jd123", "654321", "--ticket", "F1"],
+      arguments: ["identity", "confirm", "jd123", "654321", "--ticket", "FL1"],
       hold: "SELECT 1 FROM hms2fa.phone_verifications FOR UPDATE"),
-    Change(arguments: ["enrollment", "reset", "jd123", "--ticket", "F1", "--verified-via", "in-person", "--yes"]),
+    Change(arguments: ["enrollment", "reset", "jd123", "--ticket", "FL1", "--verified-via", "in-person", "--yes"]),
     Change(
-      arguments: ["enrollment", "approve", "1", "--ticket", "F1", "--yes"],
+      arguments: ["enrollment", "approve", "1", "--ticket", "FL1", "--yes"],
       hold: "SELECT 1 FROM hms2fa.accounts WHERE account_id = 'dean01' FOR UPDATE"),
     Change(arguments: ["accounts", "import", "FEED"], batch: true),
   ]
@@ -157,12 +157,12 @@ struct FaultTests {
     let before = try desk.database.snapshot()
     let holder = try desk.holdingAccount()
     let out = try desk.run(
-      ["remembered", "revoke", "jd123", "--ticket", "F2"], environment: ["HMS2FA_LOCK_TIMEOUT": "1s"])
+      ["remembered", "revoke", "jd123", "--ticket", "FL2"], environment: ["HMS2FA_LOCK_TIMEOUT": "1s"])
     try holder.execute("ROLLBACK")
     #expect(out.status == 75)
     #expect(out.stderr.contains("try again"))
     #expect(try desk.database.snapshot() == before)
-    #expect(try desk.run(["remembered", "revoke", "jd123", "--ticket", "F2"]).status == 0)
+    #expect(try desk.run(["remembered", "revoke", "jd123", "--ticket", "FL2"]).status == 0)
   }
 
   @Test("a command killed while it waits for a lock: its backend ends within seconds, its change never made")
@@ -173,7 +173,7 @@ struct FaultTests {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: Tool.binary)
     process.arguments = [
-      "remembered", "revoke", "jd123", "--ticket", "F4", "--database", try desk.database.conninfo(user: desk.agent),
+      "remembered", "revoke", "jd123", "--ticket", "FL4", "--database", try desk.database.conninfo(user: desk.agent),
     ]
     process.environment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HMS2FA_LOCK_TIMEOUT": "60s"]
     process.standardOutput = FileHandle.nullDevice
@@ -244,8 +244,8 @@ struct FaultTests {
   @Test("a full maildir or SMS spool fails the delivery for good after its attempts: link revoked, code cancelled")
   func fullSpool() throws {
     let desk = try Desk()
-    #expect(try desk.run(["activation", "send", "jd123", "--ticket", "F3"]).status == 0)
-    #expect(try desk.run(["phone", "verify", "jd123", "617-555-0199", "--via", "sms", "--ticket", "F3"]).status == 0)
+    #expect(try desk.run(["activation", "send", "jd123", "--ticket", "FL3"]).status == 0)
+    #expect(try desk.run(["phone", "verify", "jd123", "617-555-0199", "--via", "sms", "--ticket", "FL3"]).status == 0)
     let delivery = try DeliveryProcess(desk.database)
     // A full disk is a temporary failure; with one attempt allowed, the first is the last.
     let run = try Tool.run(
@@ -259,8 +259,8 @@ struct FaultTests {
     #expect(try delivery.mails().isEmpty && delivery.phoneMessages().isEmpty)
     let states = try desk.admin.query(
       """
-      SELECT 'link ' || coalesce(revoked_reason, 'outstanding') AS s FROM hms2fa.activation_links WHERE ticket = 'F3'
-      UNION ALL SELECT 'code ' || state FROM hms2fa.phone_verifications WHERE ticket = 'F3' ORDER BY 1
+      SELECT 'link ' || coalesce(revoked_reason, 'outstanding') AS s FROM hms2fa.activation_links WHERE ticket = 'FL3'
+      UNION ALL SELECT 'code ' || state FROM hms2fa.phone_verifications WHERE ticket = 'FL3' ORDER BY 1
       """
     ).map { try $0.decode("s", as: String.self) }
     #expect(states == ["code cancelled", "link delivery failed"])

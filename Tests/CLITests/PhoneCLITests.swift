@@ -18,7 +18,7 @@ struct PhoneCLITests {
     let noGateway = try DeliveryProcess(desk.database, environment: ["HMS2FA_SMS": ""])
     let first = try noGateway.start()
     let unset = try desk.run(
-      ["phone", "verify", "jd123", "617-555-0188", "--via", "sms", "--ticket", "T1"], as: desk.tier1)
+      ["phone", "verify", "jd123", "617-555-0188", "--via", "sms", "--ticket", "TK1"], as: desk.tier1)
     first.stop()
     #expect(unset.status == 69)
     #expect(unset.stderr.contains("HMS2FA_SMS"))
@@ -32,7 +32,7 @@ struct PhoneCLITests {
     }
 
     let sent = try desk.run(
-      ["phone", "verify", "jd123", "(617) 555-0188", "--via", "sms", "--ticket", "T1", "--json"], as: desk.tier1)
+      ["phone", "verify", "jd123", "(617) 555-0188", "--via", "sms", "--ticket", "TK1", "--json"], as: desk.tier1)
     #expect(sent.status == 0, "\(sent.stderr)")
     let document = try jsonObject(sent.stdout)
     #expect(document["verification_id"] as? Int != nil)
@@ -42,12 +42,12 @@ struct PhoneCLITests {
     #expect(!sent.stdout.contains(code) && !sent.stderr.contains(code))
 
     let tier1Release = try desk.run(
-      ["phone", "confirm", "jd123", "+16175550188", "--ticket", "T1", "--release"], as: desk.tier1, stdin: code + "\n")
+      ["phone", "confirm", "jd123", "+16175550188", "--ticket", "TK1", "--release"], as: desk.tier1, stdin: code + "\n")
     #expect(tier1Release.status == 77)
     #expect(tier1Release.stderr.contains("hms2fa_tier2"))
 
     let confirmed = try desk.run(
-      ["phone", "confirm", "jd123", "617.555.0188", "--ticket", "T1", "--release", "--json"], as: desk.tier2,
+      ["phone", "confirm", "jd123", "617.555.0188", "--ticket", "TK1", "--release", "--json"], as: desk.tier2,
       stdin: code + "\n")
     #expect(confirmed.status == 0, "\(confirmed.stderr)")
     let result = try jsonObject(confirmed.stdout)

@@ -54,13 +54,13 @@ struct ReplicationTests {
       if !replayed { usleep(100_000) }
     }
     #expect(replayed)
-    let onStandby = try Tool.run(["remembered", "revoke", "jd123", "--ticket", "T1", "--database", standby])
+    let onStandby = try Tool.run(["remembered", "revoke", "jd123", "--ticket", "TK1", "--database", standby])
     #expect(onStandby.status == 69)
     #expect(onStandby.stderr.contains("no writable (primary) server"))
     // With both up, a change finds the primary even when the standby is listed first.
     let reversed = "host=127.0.0.1,127.0.0.1 port=\(p2),\(p1) dbname=postgres user=postgres connect_timeout=3"
     let change = try Tool.run([
-      "remembered", "revoke", "jd123", "--ticket", "T1", "--reason", "r", "--database", reversed,
+      "remembered", "revoke", "jd123", "--ticket", "TK1", "--reason", "r", "--database", reversed,
     ])
     #expect(change.status == 0, "\(change.stderr)")
     #expect(try Tool.run(["user", "show", "jd123", "--read-only", "--database", both]).status == 0)
@@ -76,17 +76,17 @@ struct ReplicationTests {
     let card = try Tool.run(["user", "show", "jd123"], environment: ["HMS2FA_READ_ONLY_DATABASE_URL": both])
     #expect(card.status == 0, "\(card.stderr)")
     #expect(card.stdout.contains("jd123"))
-    let refused = try Tool.run(["remembered", "revoke", "jd123", "--ticket", "T2", "--database", both])
+    let refused = try Tool.run(["remembered", "revoke", "jd123", "--ticket", "TK2", "--database", both])
     #expect(refused.status == 69)
     #expect(refused.stderr.split(separator: "\n").count == 1)
     #expect(refused.stderr.contains("nothing was changed"))
-    let misuse = try Tool.run(["remembered", "revoke", "jd123", "--ticket", "T2", "--read-only", "--database", both])
+    let misuse = try Tool.run(["remembered", "revoke", "jd123", "--ticket", "TK2", "--read-only", "--database", both])
     #expect(misuse.status == 64)
 
     try pair(["promote", dir])
     var promoted: Tool.Outcome?
     for _ in 0..<50 {
-      promoted = try Tool.run(["activation", "revoke", "jd123", "--ticket", "T3", "--database", both])
+      promoted = try Tool.run(["activation", "revoke", "jd123", "--ticket", "TK3", "--database", both])
       if promoted?.status == 0 { break }
       usleep(200_000)
     }
