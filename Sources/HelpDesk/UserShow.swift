@@ -1,5 +1,11 @@
 import Postgres
 
+#if canImport(FoundationEssentials)
+  import FoundationEssentials
+#else
+  import Foundation
+#endif
+
 /// Where a look-up connects: what `--database` and `--read-only` say.
 public struct LookupTarget: Sendable {
   public var database: String?
@@ -21,18 +27,72 @@ public struct LookupTarget: Sendable {
 
 /// `user show`: the card of one person.
 public enum ShowCard {
-  public static func run(account: String, from target: LookupTarget, console: Console) throws {
+  /// Shows the card of `account`; its last line (and `next_step` in JSON) names the next command,
+  /// with `ticket` (else `HMS2FA_TICKET`) filled in.
+  public static func run(account: String, ticket: String?, from target: LookupTarget, console: Console) throws {
     let key = try AccountKey(parsing: account)
+    let ticket = try (ticket ?? environmentVariable("HMS2FA_TICKET")).map { try Ticket(desk: $0) }
     let db = try target.connect()
     let card = try Lookup.card(for: key, on: db)
-    console.emit(.raw(card.json)) { render(card.account) }
+    let next = nextStep(for: card.account, ticket: ticket)
+    var document = JSONValue.raw(card.json)
+    if case .object(var members)? = try? JSONValue.parse(card.json) {
+      // A disabled account shows no "Start setup": nobody can sign in with it.
+      if card.account.status != "active", let index = members.firstIndex(where: { $0.0 == "start_setup_visible" }) {
+        members[index].1 = .bool(false)
+      }
+      document = .object(members + [("next_step", .string(next))])
+    }
+    console.emit(document) { render(card.account) + "\n\nnext: " + next }
+  }
+
+  /// Devices in use not used (or, never used, not activated) for this long make an enrollment
+  /// stale: the "set up years ago" caller of the help article.
+  static let staleAfter: TimeInterval = 90 * 24 * 3600
+
+  /// What the desk does next for the state the card shows, as one line naming the command.
+  public static func nextStep(for a: AccountCard.Account, ticket: Ticket?, now: Date = Date()) -> String {
+    let id = a.accountId
+    let t = "--ticket \(ticket?.value ?? "TICKET")"
+    if a.status != "active" {
+      return "nothing at the desk: the account is disabled, so nobody can sign in with it; the identity system "
+        + "enables it (the person's department asks HMS IT Accounts), and the next nightly import brings it here"
+    }
+    switch a.enrollment {
+    case .notEnrolled:
+      return "nothing to reset: \"Start setup\" is shown; the person signs in and follows it"
+    case .pending:
+      let waiting = a.devices.filter { $0.state == "pending" }
+      let device = waiting.count == 1 ? " (device \(waiting[0].deviceId))" : ""
+      if let link = a.activationLinks?.last {
+        return "activation link \(link.linkId) is out until \(link.expiresAt): they open that email on the phone "
+          + "being set up; to send a new one, hms2fa-admin activation send \(id) \(t)"
+      }
+      return "a phone waits for activation\(device): if its camera can't scan the QR code, "
+        + "hms2fa-admin activation send \(id) \(t)"
+    case .enrolled:
+      let inUse = a.devices.filter { $0.state == "active" }
+      let lastUse = inUse.compactMap { d in
+        (d.lastUsedAt ?? d.activatedAt).flatMap { try? PointInTime(parsing: $0).date }
+      }.max()
+      let stale = lastUse.map { now.timeIntervalSince($0) > staleAfter } ?? true
+      let prove =
+        "prove who is calling (hms2fa-admin identity check \(id) --via sms \(t), or in person), then "
+        + "hms2fa-admin enrollment reset \(id) --verified-via code-on-file \(t) (tier 2)"
+      return stale
+        ? "enrolled on devices not used for 90 days or more: if they have a new phone, \(prove)"
+        : "enrolled and in use: for a new or lost phone, \(prove)"
+    }
   }
 
   private static func render(_ a: AccountCard.Account) -> String {
     var lines: [String] = []
     lines.append("\(shown(a.accountId))  \(shown(a.displayName)) <\(shown(a.email))>")
     lines.append("status         \(a.status)\(a.highRisk ? "  (high risk: resets need a second agent)" : "")")
-    let setup = a.startSetupVisible ? "\"Start setup\" is shown" : "\"Start setup\" is hidden"
+    let setup =
+      a.status != "active"
+      ? "no sign-in at all: the account is disabled"
+      : a.startSetupVisible ? "\"Start setup\" is shown" : "\"Start setup\" is hidden"
     lines.append("enrollment     \(a.enrollment.rawValue) (\(setup))")
     lines.append("when I log in  \(a.loginAction)")
     lines.append("")

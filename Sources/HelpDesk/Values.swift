@@ -214,7 +214,8 @@ extension Ticket {
   public init(desk text: String?, environment: (String) -> String? = environmentVariable) throws(DeskError) {
     let given = text ?? environment("HMS2FA_TICKET").flatMap { $0.isEmpty ? nil : $0 }
     guard let given else {
-      throw .usage("a change needs its service-desk ticket: --ticket INC0012345, or HMS2FA_TICKET set once for the call")
+      throw .usage(
+        "a change needs its service-desk ticket: --ticket INC0012345, or HMS2FA_TICKET set once for the call")
     }
     let pattern = environment("HMS2FA_TICKET_PATTERN").flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultPattern
     let rule: Regex<AnyRegexOutput>

@@ -13,23 +13,30 @@ struct UserCommand: ParsableCommand {
       commandName: "show",
       abstract: "Show one person: enrollment, devices, browsers, recent audit.",
       discussion: """
-        Says whether "Start setup" is visible (only when nothing is enrolled), lists every \
-        device including retired ones, and counts remembered browsers.
+        Says whether "Start setup" is visible (only when nothing is enrolled and the account is \
+        active), lists every device including retired ones, counts remembered browsers, and ends \
+        with the next step for what it shows (JSON: next_step), naming the command with the \
+        ticket of the call (--ticket, else HMS2FA_TICKET).
 
         Examples:
           hms2fa-admin user show jd123
-          hms2fa-admin user show jane_doe@hms.harvard.edu --json
+          HMS2FA_TICKET=INC0012345 hms2fa-admin user show jane_doe@hms.harvard.edu --json
         """
     )
 
     @Argument(help: ArgumentHelp("HMS Account ID or email of record.", valueName: "account-id|email"))
     var account: String
 
+    @Option(
+      help: ArgumentHelp(
+        "The ticket of the call, for the next step's command (else HMS2FA_TICKET).", valueName: "ticket"))
+    var ticket: String?
+
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
       try ShowCard.run(
-        account: account, from: LookupTarget(database: global.database, readOnly: global.readOnly),
+        account: account, ticket: ticket, from: LookupTarget(database: global.database, readOnly: global.readOnly),
         console: global.console)
     }
   }
@@ -68,7 +75,7 @@ struct UserCommand: ParsableCommand {
                   ("account_id", .string(m.accountId)), ("display_name", .string(m.displayName)),
                   ("email", .string(m.email)), ("status", .string(m.status)),
                   ("enrollment", .string(m.enrollment.rawValue)),
-                  ("start_setup_visible", .bool(m.enrollment == .notEnrolled)),
+                  ("start_setup_visible", .bool(m.enrollment == .notEnrolled && m.status == "active")),
                 ])
               })
           ),

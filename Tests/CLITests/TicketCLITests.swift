@@ -37,7 +37,9 @@ struct TicketCLITests {
         Self.revoke + (ticket.map { ["--ticket", $0] } ?? []), as: desk.tier2, environment: environment)
       #expect(out.status == 64, "\(ticket ?? "-"): \(out.stderr)")
       let lines = out.stderr.split(separator: "\n")
-      #expect(lines.first?.contains(ticket == nil && environment.isEmpty ? "HMS2FA_TICKET" : "^[A-Z]{2,10}-?[0-9]{1,12}$") == true, "\(out.stderr)")
+      #expect(
+        lines.first?.contains(ticket == nil && environment.isEmpty ? "HMS2FA_TICKET" : "^[A-Z]{2,10}-?[0-9]{1,12}$")
+          == true, "\(out.stderr)")
     }
     #expect(try tickets(desk).isEmpty)
   }
