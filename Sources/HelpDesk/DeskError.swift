@@ -63,6 +63,10 @@ public func deskError(_ error: Error, doing action: DeskAction? = nil, on connec
   }
   let state = pg.sqlState ?? ""
   let withHint = pg.hint.map { "\(pg.message); \($0)" } ?? pg.message
+  // Every command says "no such account" the same way (NoSuchAccount), whichever function found it.
+  if state == "H2N01", let range = pg.message.range(of: "no account has the id ") {
+    return NoSuchAccount.error(String(pg.message[range.upperBound...]), on: connection)
+  }
   if state.hasPrefix("H2") {
     let status: ExitStatus =
       switch state.dropFirst(2).first {

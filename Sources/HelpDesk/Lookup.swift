@@ -126,13 +126,7 @@ public enum Lookup {
       let card: Query = "SELECT hms2fa_api.account_card(\(key.text))::text AS card"
       return try db.queryFirst(card)?.decode("card", as: String?.self)
     }
-    guard let json else {
-      switch key {
-      case .id(let id): throw .noSuchAccount("no account has the id \(quoted(id.value)); try hms2fa-admin user find")
-      case .email(let email):
-        throw .noSuchAccount("no account has the email of record \(quoted(email.value)); try hms2fa-admin user find")
-      }
-    }
+    guard let json else { throw NoSuchAccount.error(key.text, on: db) }
     do {
       return AccountCard(json: json, account: try AccountCard.Account(try JSONFields(json, named: "card")))
     } catch {
@@ -171,4 +165,60 @@ public enum Lookup {
     }
     return matches
   }
+}
+
+/// The one "no such account" message of every command: the id or email asked for and, when the
+/// login may look people up, up to three ids close to it (one or two letters off), to read back
+/// to the caller.
+public enum NoSuchAccount {
+  public static func error(_ key: String, on db: Connection?) -> DeskError {
+    let close = db.map { closeIDs(to: key, on: $0) } ?? []
+    let shown = quoted(key)
+    let what = key.contains("@") ? "email of record" : "HMS Account ID"
+    if close.isEmpty {
+      return .noSuchAccount("no account has the \(what) \(shown); look for them with hms2fa-admin user find")
+    }
+    return .noSuchAccount(
+      "no account has the \(what) \(shown); close: \(close.joined(separator: ", ")) "
+        + "(hms2fa-admin user show \(close[0]))")
+  }
+
+  /// Up to three account ids within two edits of `key` (its local part, for an email), among
+  /// those sharing its first two characters; none when the login may not look people up.
+  static func closeIDs(to key: String, on db: Connection) -> [String] {
+    let wanted = (key.split(separator: "@").first.map(String.init) ?? key).lowercased()
+    guard wanted.unicodeScalars.count >= 2, wanted.unicodeScalars.count <= 64 else { return [] }
+    let prefix = String(wanted.prefix(2))
+    let rows = try? db.query("SELECT account_id FROM hms2fa_api.find_accounts(\(prefix), 1000)")
+    let ids = (rows ?? []).compactMap { try? $0.decode("account_id", as: String.self) }
+    return
+      ids
+      .map { ($0, editDistance(wanted, $0)) }
+      .filter { $0.1 <= 2 && $0.0 != wanted }
+      .sorted { ($0.1, $0.0) < ($1.1, $1.0) }
+      .prefix(3).map(\.0)
+  }
+}
+
+/// The edit distance between two short words: insertions, deletions, substitutions, and
+/// swapping two neighbours (the commonest typo).
+package func editDistance(_ a: String, _ b: String) -> Int {
+  let a = Array(a.unicodeScalars.prefix(64))
+  let b = Array(b.unicodeScalars.prefix(64))
+  guard !a.isEmpty else { return b.count }
+  guard !b.isEmpty else { return a.count }
+  var table = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+  for i in 0...a.count { table[i][0] = i }
+  for j in 0...b.count { table[0][j] = j }
+  for i in 1...a.count {
+    for j in 1...b.count {
+      let cost = a[i - 1] == b[j - 1] ? 0 : 1
+      var best = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + cost)
+      if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+        best = min(best, table[i - 2][j - 2] + 1)
+      }
+      table[i][j] = best
+    }
+  }
+  return table[a.count][b.count]
 }

@@ -42,6 +42,18 @@ public enum Migrations {
   /// - Throws: `DeskError` (69 unreachable, 77 not allowed to read the record).
   public static func status(on db: Connection) throws(DeskError) -> [MigrationState] {
     try desk(nil, on: db) {
+      // The record is the migrating login's: say so, never the server's words about a schema.
+      let readable = try db.queryFirst(
+        """
+        SELECT to_regnamespace('hms2fa_meta') IS NULL
+               OR has_schema_privilege('hms2fa_meta', 'USAGE') AS readable
+        """)
+      guard try readable?.decode("readable", as: Bool.self) == true else {
+        throw DeskError(
+          .noPermission,
+          "db status reads the migrations' record, which only the login that migrates may read; "
+            + "ask an operator (login \(db.user) is a desk or job login)")
+      }
       let exists = try db.queryFirst("SELECT to_regclass('hms2fa_meta.schema_migrations') IS NOT NULL AS present")
       let recorded =
         try exists?.decode("present", as: Bool.self) == true

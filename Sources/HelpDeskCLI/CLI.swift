@@ -20,6 +20,10 @@ public enum CLI {
   /// Runs one command line and returns its exit status.
   public static func run(_ arguments: [String]) -> Int32 {
     let console = Console(json: arguments.contains("--json"))
+    if let problem = CommandSuggestion.problem(in: arguments) {
+      console.fail(DeskError(.usage, problem))
+      return ExitStatus.usage.rawValue
+    }
     do {
       var command = try AdminCommand.parseAsRoot(arguments)
       try command.run()
@@ -33,9 +37,15 @@ public enum CLI {
         print(AdminCommand.fullMessage(for: error))
         return 0
       }
-      let message =
-        AdminCommand.message(for: error)
-        .split(whereSeparator: \.isNewline).first.map(String.init) ?? "invalid command line"
+      let lines = AdminCommand.message(for: error).split(whereSeparator: \.isNewline).map(String.init)
+      var message = lines.first ?? "invalid command line"
+      // A long list of choices comes one a line ("- tier1"): said on the one line instead.
+      if message.hasSuffix("one of the following:") {
+        let choices = lines.dropFirst().map { $0.trimmingASCIISpaces() }.filter { $0.hasPrefix("- ") }
+        message =
+          message.replacingOccurrences(of: "one of the following:", with: "one of ")
+          + choices.map { "'\($0.dropFirst(2))'" }.joined(separator: ", ") + "."
+      }
       let status: ExitStatus = code.rawValue == ExitStatus.usage.rawValue ? .usage : .software
       let hint = status == .usage ? " (run with --help for usage)" : ""
       console.fail(DeskError(status, message + hint))

@@ -8,7 +8,7 @@ import Postgres
   import Foundation
 #endif
 
-extension IdentityVerification: ExpressibleByArgument {}
+
 
 struct EnrollmentCommand: ParsableCommand {
   static let configuration = CommandConfiguration(

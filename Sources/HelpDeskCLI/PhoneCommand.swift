@@ -8,7 +8,7 @@ import Postgres
   import Foundation
 #endif
 
-extension PhoneMessage.Channel: ExpressibleByArgument {}
+
 
 /// Parses a phone number as people write it; a bad one is exit 65 (78 for a bad default region).
 func parsePhone(_ text: String) throws(DeskError) -> PhoneNumber {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import HelpDesk
 
-extension Tier: ExpressibleByArgument {}
+
 
 struct StaffCommand: ParsableCommand {
   static let configuration = CommandConfiguration(

@@ -87,7 +87,7 @@ public enum Mailer: Sendable, Equatable {
 
 /// A text message or a voice call for a phone.
 public struct PhoneMessage: Sendable {
-  public enum Channel: String, Sendable {
+  public enum Channel: String, Sendable, CaseIterable {
     case sms
     case voice
   }
