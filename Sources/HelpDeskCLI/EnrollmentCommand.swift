@@ -8,8 +8,6 @@ import Postgres
   import Foundation
 #endif
 
-
-
 struct EnrollmentCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "enrollment",

@@ -8,8 +8,6 @@ import Postgres
   import Foundation
 #endif
 
-
-
 /// Parses a phone number as people write it; a bad one is exit 65 (78 for a bad default region).
 func parsePhone(_ text: String) throws(DeskError) -> PhoneNumber {
   do {

@@ -1,8 +1,6 @@
 import ArgumentParser
 import HelpDesk
 
-
-
 struct StaffCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "staff",
