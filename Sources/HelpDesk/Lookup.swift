@@ -134,7 +134,8 @@ public enum Lookup {
     }
   }
 
-  /// People whose account id, email or name starts with `text` (case-insensitive).
+  /// People whose account id, email or name starts with `text` (case-insensitive), whose name
+  /// has it as a word (a surname), or, for a phone number, with a device in use on it.
   ///
   /// - Throws: `DeskError` 64 for empty or over-long text, 67 when nobody matches.
   public static func find(_ text: String, limit: Int = 50, on db: Connection) throws(DeskError) -> [AccountSummary] {
@@ -147,11 +148,14 @@ public enum Lookup {
       throw .usage("the search text contains control characters")
     }
     guard (1...1000).contains(limit) else { throw .usage("--limit must be between 1 and 1000") }
+    // A phone number, however it is written, is searched for as the E.164 of a device in use.
+    let number = PhoneNumber.looksLikeOne(trimmed) ? (try? PhoneNumber(parsing: trimmed))?.e164 : nil
+    let search = number ?? trimmed
     let matches = try desk(.lookup, on: db) {
       try db.query(
         """
         SELECT account_id, display_name, email, status, enrollment
-          FROM hms2fa_api.find_accounts(\(trimmed), \(limit))
+          FROM hms2fa_api.find_accounts(\(search), \(limit))
         """
       ).map { row in
         AccountSummary(
@@ -161,7 +165,12 @@ public enum Lookup {
       }
     }
     guard !matches.isEmpty else {
-      throw .noSuchAccount("nobody's account id, email or name starts with \(quoted(trimmed))")
+      if number != nil {
+        throw .noSuchAccount(
+          "no device in use has the number \(search); hms2fa-admin phone owner \(search) says who had it")
+      }
+      throw .noSuchAccount(
+        "nobody's account id, email or name starts with \(quoted(trimmed)), and no name has it as a word")
     }
     return matches
   }

@@ -76,6 +76,14 @@ public struct PhoneNumber: Sendable, Hashable, CustomStringConvertible {
 
   public var description: String { e164 }
 
+  /// Whether `text` is written like a phone number rather than an account id or a name: at least
+  /// seven digits, and nothing but digits, spaces, `+`, `-`, `.` and parentheses.
+  public static func looksLikeOne(_ text: String) -> Bool {
+    let digits = text.unicodeScalars.filter { ("0"..."9").contains($0) }.count
+    return digits >= 7
+      && text.unicodeScalars.allSatisfy { ("0"..."9").contains($0) || " +-.()".unicodeScalars.contains($0) }
+  }
+
   /// The region for numbers given without a country code: `HMS2FA_DEFAULT_REGION` in upper case,
   /// or `US` when it is unset or empty. The value is not checked here; parsing with an unknown
   /// region fails with a message naming the variable, and `checkedDefaultRegion` checks it up

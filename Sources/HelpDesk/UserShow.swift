@@ -30,10 +30,11 @@ public enum ShowCard {
   /// Shows the card of `account`; its last line (and `next_step` in JSON) names the next command,
   /// with `ticket` (else `HMS2FA_TICKET`) filled in.
   public static func run(account: String, ticket: String?, from target: LookupTarget, console: Console) throws {
-    let key = try AccountKey(parsing: account)
     let ticket = try (ticket ?? environmentVariable("HMS2FA_TICKET")).map { try Ticket(desk: $0) }
+    // Seven digits or more, written as a number: the account with a device in use on it.
+    let key = PhoneNumber.looksLikeOne(account) ? nil : try AccountKey(parsing: account)
     let db = try target.connect()
-    let card = try Lookup.card(for: key, on: db)
+    let card = try Lookup.card(for: try key ?? owner(of: account, on: db), on: db)
     let next = nextStep(for: card.account, ticket: ticket)
     var document = JSONValue.raw(card.json)
     if case .object(var members)? = try? JSONValue.parse(card.json) {
@@ -44,6 +45,27 @@ public enum ShowCard {
       document = .object(members + [("next_step", .string(next))])
     }
     console.emit(document) { render(card.account) + "\n\nnext: " + next }
+  }
+
+  /// The one account with a device in use on the number `text`.
+  ///
+  /// - Throws: `DeskError` 64 for text that isn't a number, 67 when no device in use has it, 65
+  ///   when devices of several accounts do.
+  static func owner(of text: String, on db: Connection) throws -> AccountKey {
+    let number: PhoneNumber
+    do {
+      number = try PhoneNumber(parsing: text)
+    } catch {
+      throw error.deskError
+    }
+    let holders = try Lookup.find(number.e164, limit: 10, on: db)
+    guard holders.count == 1 else {
+      throw DeskError(
+        .dataError,
+        "the number \(number.e164) is on devices of \(holders.count) accounts: "
+          + holders.map(\.accountId).joined(separator: ", ") + "; show one by its account id")
+    }
+    return .id(try AccountID(parsing: holders[0].accountId))
   }
 
   /// Devices in use not used (or, never used, not activated) for this long make an enrollment

@@ -1,3 +1,5 @@
+import Postgres
+
 /// Describes a value pasted by an agent for an error message: short, printable, and never the
 /// whole of a 64 KB paste.
 package func quoted(_ text: String, limit: Int = 40) -> String {
@@ -179,6 +181,22 @@ public enum AccountKey: Sendable, CustomStringConvertible {
   }
 
   public var description: String { text }
+
+  /// The account this key names: an account id as it is, an email of record looked up (one
+  /// account's, in any case).
+  ///
+  /// - Throws: `DeskError` 67 when nobody has the email, 65 when several accounts have it.
+  public func accountID(on db: Connection) throws(DeskError) -> AccountID {
+    switch self {
+    case .id(let id): return id
+    case .email(let email):
+      let found = try desk(.lookup, on: db) {
+        try db.queryFirst("SELECT hms2fa_api.account_id_of(\(email.value)) AS id")?.decode("id", as: String.self)
+      }
+      guard let found else { throw NoSuchAccount.error(email.value, on: db) }
+      return try AccountID(parsing: found)
+    }
+  }
 }
 
 /// The service-desk ticket a change is made under: 1–64 printable ASCII characters.

@@ -48,13 +48,14 @@ struct ActivationCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let validity = try DeskDuration(parsing: validFor)
       guard validity.seconds >= 300, validity.seconds <= ActivationLinks.maximumValidity.seconds else {
         throw DeskError.usage("--valid-for must be between 5m and 7d, not \(validity)")
       }
       if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let link = try ActivationLinks.send(
         to: id, device: device, validFor: validity, ticket: try change.parsedTicket, on: db)
       let delivery = try FollowedMessage(link.messageID, options: waiting, on: db)
@@ -92,8 +93,9 @@ struct ActivationCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let db = try global.connectForLookup()
+      let id = try key.accountID(on: db)
       let links = try ActivationLinks.list(for: id, on: db)
       global.console.emit(
         .object([
@@ -154,10 +156,11 @@ struct ActivationCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let reason = try reason.map { try Reason(parsing: $0).value }
       if let link, link <= 0 { throw DeskError.usage("--link must be a link id from activation list") }
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let revoked = try ActivationLinks.revoke(
         for: id, ticket: try change.parsedTicket, reason: reason, linkID: link, on: db)
       global.console.emit(.object([("account_id", .string(id.value)), ("revoked", .int(revoked))])) {

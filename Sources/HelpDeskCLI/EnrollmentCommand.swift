@@ -62,7 +62,7 @@ struct EnrollmentCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let reason = try reason.map { try Reason(parsing: $0).value }
       let ticket = try change.parsedTicket
       let console = global.console
@@ -70,6 +70,7 @@ struct EnrollmentCommand: ParsableCommand {
         throw DeskError.usage("stdin is not a terminal: add --yes to reset without the typed confirmation")
       }
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let plan = try EnrollmentReset.reset(
         id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: true, on: db)
       if plan.status == .nothingToReset {

@@ -123,9 +123,10 @@ struct PhoneCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let number = try parsePhone(phone)
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let ticket = try change.parsedTicket
       let sent = try PhoneVerification.verify(id, phone: number, via: via, ticket: ticket, on: db)
       try emitSent(
@@ -169,10 +170,11 @@ struct PhoneCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let number = try parsePhone(phone)
       let codeText = try readCode(code)
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let result = try PhoneVerification.confirm(
         id, purpose: .ownership, phone: number, code: codeText, ticket: try change.parsedTicket, release: release,
         on: db)
@@ -286,9 +288,10 @@ struct IdentityCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       if let device, device <= 0 { throw DeskError.usage("--device must be a device id from user show") }
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let ticket = try change.parsedTicket
       let sent = try PhoneVerification.identityCheck(id, device: device, via: via, ticket: ticket, on: db)
       try emitSent(
@@ -319,9 +322,10 @@ struct IdentityCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let codeText = try readCode(code)
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let result = try PhoneVerification.confirm(
         id, purpose: .identity, phone: nil, code: codeText, ticket: try change.parsedTicket, on: db)
       global.console.emit(

@@ -27,8 +27,9 @@ struct RememberedCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let db = try global.connectForLookup()
+      let id = try key.accountID(on: db)
       let everything = try RememberedBrowsers.list(for: id, on: db)
       let browsers = all ? everything : everything.filter { $0.state != .expired }
       let expired = everything.count - everything.filter { $0.state != .expired }.count
@@ -90,9 +91,10 @@ struct RememberedCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let id = try AccountID(parsing: account)
+      let key = try AccountKey(parsing: account)
       let reason = try reason.map { try Reason(parsing: $0).value }
       let db = try global.connect()
+      let id = try key.accountID(on: db)
       let revoked = try RememberedBrowsers.revokeAll(for: id, ticket: try change.parsedTicket, reason: reason, on: db)
       global.console.emit(.object([("account_id", .string(id.value)), ("revoked", .int(revoked))])) {
         revoked == 0
