@@ -87,7 +87,7 @@ public enum ShowCard {
       let waiting = a.devices.filter { $0.state == "pending" }
       let device = waiting.count == 1 ? " (device \(waiting[0].deviceId))" : ""
       if let link = a.activationLinks?.last {
-        return "activation link \(link.linkId) is out until \(link.expiresAt): they open that email on the phone "
+        return "activation link \(link.linkId) is out until \(DeskTime.shown(iso: link.expiresAt)): they open that email on the phone "
           + "being set up; to send a new one, hms2fa-admin activation send \(id) \(t)"
       }
       return "a phone waits for activation\(device): if its camera can't scan the QR code, "
@@ -124,8 +124,8 @@ public enum ShowCard {
         a.devices.map { d in
           [
             String(d.deviceId), d.kind, d.platform ?? "-", d.phone ?? "-", shown(d.label), d.state,
-            d.isDefault ? "yes" : "", d.lastUsedAt ?? "never",
-            d.retiredAt.map { "\($0) \(shown(d.retiredReason))" } ?? "",
+            d.isDefault ? "yes" : "", d.lastUsedAt.map { DeskTime.shown(iso: $0) } ?? "never",
+            d.retiredAt.map { "\(DeskTime.shown(iso: $0)) \(shown(d.retiredReason))" } ?? "",
           ]
         }))
     let b = a.rememberedBrowsers
@@ -136,13 +136,17 @@ public enum ShowCard {
       lines.append(
         titledTable(
           "activation links", ["LINK", "DEVICE", "SENT", "EXPIRES"],
-          links.map { [String($0.linkId), String($0.deviceId), $0.sentAt, $0.expiresAt] }, empty: "none outstanding"))
+          links.map {
+            [String($0.linkId), String($0.deviceId), DeskTime.shown(iso: $0.sentAt), DeskTime.shown(iso: $0.expiresAt)]
+          }, empty: "none outstanding"))
     }
     lines.append("")
     lines.append(
       titledTable(
         "recent audit", ["EVENT", "AT", "ACTOR", "ACTION", "TICKET"],
-        a.recentAudit.map { [String($0.eventId), $0.at, shown($0.actor), $0.action, shown($0.ticket)] }))
+        a.recentAudit.map {
+          [String($0.eventId), DeskTime.shown(iso: $0.at), shown($0.actor), $0.action, shown($0.ticket)]
+        }))
     return lines.joined(separator: "\n")
   }
 }

@@ -69,7 +69,7 @@ struct ActivationCommand: ParsableCommand {
       ) {
         let replaced = link.superseded > 0 ? "; \(link.superseded) older link(s) no longer work" : ""
         return "activation link \(link.linkID) for device \(link.deviceID) (\(shown(link.deviceLabel))) "
-          + "to \(link.sentTo), the email of record; it works once, until \(link.expiresAt.iso8601UTC())"
+          + "to \(link.sentTo), the email of record; it works once, until \(DeskTime.shown(link.expiresAt))"
           + replaced + "\n" + delivery.line
       }
       try delivery.finish(
@@ -121,9 +121,9 @@ struct ActivationCommand: ParsableCommand {
             ["LINK", "DEVICE", "STATE", "SENT", "BY", "TICKET", "EXPIRES", "NOTE"],
             links.map {
               [
-                String($0.linkID), String($0.deviceID), $0.state, $0.sentAt.iso8601UTC(), shown($0.sentBy),
-                shown($0.ticket), $0.expiresAt.iso8601UTC(),
-                $0.usedAt.map { "used \($0.iso8601UTC())" }
+                String($0.linkID), String($0.deviceID), $0.state, DeskTime.shown($0.sentAt), shown($0.sentBy),
+                shown($0.ticket), DeskTime.shown($0.expiresAt),
+                $0.usedAt.map { "used \(DeskTime.shown($0))" }
                   ?? $0.revokedReason.map { shown($0) } ?? "",
               ]
             })

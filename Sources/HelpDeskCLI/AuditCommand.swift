@@ -64,7 +64,7 @@ struct AuditCommand: ParsableCommand {
             ["EVENT", "AT", "ACTOR", "ACTION", "ACCOUNT", "TICKET", "REASON", "DETAILS"],
             events.map { e in
               [
-                String(e.eventId), e.at.iso8601UTC(), shown(e.actor), e.action, shown(e.accountId),
+                String(e.eventId), DeskTime.shown(e.at), shown(e.actor), e.action, shown(e.accountId),
                 shown(e.ticket), shown(e.reason), shown(e.details),
               ]
             })

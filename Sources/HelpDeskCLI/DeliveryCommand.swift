@@ -153,8 +153,8 @@ struct DeliveryCommand: ParsableCommand {
           ["MESSAGE", "KIND", "TO", "ACCOUNT", "TICKET", "QUEUED", "STATE", "TRIES", "NEXT / ENDED", "LAST ERROR"],
           messages.map { m in
             [
-              String(m.messageID), m.kind, m.recipient, m.accountID, m.ticket, m.queuedAt.iso8601UTC(), m.state,
-              String(m.attempts), (m.endedAt ?? m.nextAttemptAt).iso8601UTC(), shown(m.lastError),
+              String(m.messageID), m.kind, m.recipient, m.accountID, m.ticket, DeskTime.shown(m.queuedAt), m.state,
+              String(m.attempts), DeskTime.shown(m.endedAt ?? m.nextAttemptAt), shown(m.lastError),
             ]
           })
       }

@@ -230,7 +230,7 @@ struct EnrollmentCommand: ParsableCommand {
             requests.map {
               [
                 String($0.requestID), $0.accountID, shown($0.requestedBy), shown($0.ticket), $0.verifiedVia,
-                $0.approvalNeeded.joined(separator: ", "), $0.expiresAt.iso8601UTC(),
+                $0.approvalNeeded.joined(separator: ", "), DeskTime.shown($0.expiresAt),
                 $0.state.rawValue + ($0.approvedBy.map { " by \($0)" } ?? $0.withdrawnBy.map { " by \($0)" } ?? ""),
               ]
             })
@@ -254,10 +254,10 @@ func confirmByTyping(_ account: AccountID, to what: String) throws {
 func requestText(_ r: ResetRequest) -> String {
   [
     "reset request \(r.requestID) for \(r.accountID):",
-    "  requested by \(shown(r.requestedBy)) at \(r.createdAt.iso8601UTC()), ticket \(shown(r.ticket))",
+    "  requested by \(shown(r.requestedBy)) at \(DeskTime.shown(r.createdAt)), ticket \(shown(r.ticket))",
     "  caller verified by: \(r.verifiedVia)",
     "  reason: \(shown(r.reason))",
-    "  approval needed because: \(r.approvalNeeded.joined(separator: ", ")); expires \(r.expiresAt.iso8601UTC())",
+    "  approval needed because: \(r.approvalNeeded.joined(separator: ", ")); expires \(DeskTime.shown(r.expiresAt))",
   ].joined(separator: "\n")
 }
 

@@ -244,7 +244,7 @@ func emitSent(
       ] + delivery.fields)
   ) {
     "a code by \(channel == .sms ? "text message" : "voice call") to \(sent.phone) "
-      + "(verification \(sent.verificationID), works until \(sent.expiresAt.iso8601UTC())"
+      + "(verification \(sent.verificationID), works until \(DeskTime.shown(sent.expiresAt))"
       + (sent.replaced > 0 ? "; the earlier code no longer works" : "") + ")\n" + delivery.line
       + (delivery.outcome == DeliveryOutcome.sent
         ? "\nask the person to read it to you, then: hms2fa-admin \(next)   (it asks for the code)" : "")

@@ -60,8 +60,8 @@ struct RememberedCommand: ParsableCommand {
             ["BROWSER", "STATE", "REMEMBERED SINCE", "EXPIRES", "REVOKED"],
             browsers.map {
               [
-                shown($0.browser), $0.state.rawValue, $0.createdAt.iso8601UTC(), $0.expiresAt.iso8601UTC(),
-                $0.revokedAt?.iso8601UTC() ?? "",
+                shown($0.browser), $0.state.rawValue, DeskTime.shown($0.createdAt), DeskTime.shown($0.expiresAt),
+                DeskTime.shown($0.revokedAt),
               ]
             }) + expiredNote
       }

@@ -54,3 +54,23 @@ struct NextStepCLITests {
     #expect(try desk.run(["user", "show", "pd100", "--ticket", "banana"], as: desk.tier1).status == 64)
   }
 }
+
+/// Times on screen in the agent's zone with an age; UTC ISO 8601 in JSON.
+@Suite("times on screen")
+struct TimesCLITests {
+  @Test("text output follows TZ and says how long ago; --json stays UTC ISO 8601")
+  func zones() throws {
+    let desk = try CLIDesk()
+    let db = try desk.database.connect()
+    try db.execute("UPDATE hms2fa.devices SET last_used_at = now() - interval '3 days' WHERE account_id = 'jd123'")
+    let boston = try desk.run(["user", "show", "jd123"], as: desk.tier1, environment: ["TZ": "America/New_York"])
+    #expect(
+      boston.stdout.contains(" EST (3 days ago)") || boston.stdout.contains(" EDT (3 days ago)"), "\(boston.stdout)")
+    #expect(!boston.stdout.contains("UTC"))
+    let tokyo = try desk.run(["user", "show", "jd123"], as: desk.tier1, environment: ["TZ": "Asia/Tokyo"])
+    #expect(tokyo.stdout.contains(" GMT+9 (3 days ago)"), "\(tokyo.stdout)")
+    let json = try desk.run(["user", "show", "jd123", "--json"], as: desk.tier1, environment: ["TZ": "Asia/Tokyo"])
+    let devices = try #require(try jsonObject(json.stdout)["devices"] as? [[String: Any]])
+    #expect((devices.first?["last_used_at"] as? String)?.hasSuffix("Z") == true, "\(devices)")
+  }
+}

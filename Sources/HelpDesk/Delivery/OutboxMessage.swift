@@ -93,13 +93,14 @@ struct OutboxMessage: Sendable {
       guard let link else { throw DeliveryFailure("an activation email without its link", temporary: false) }
       subject = "Your HMS two-factor activation link"
       text = Self.activationEmail(
-        name: name, link: link, device: body.deviceLabel, expiresAt: body.expiresAt, ticket: ticket)
+        name: name, link: link, device: body.deviceLabel, expiresAt: body.expiresAt, ticket: ticket,
+        zone: settings.timeZone)
     case .resetNotice:
       subject = "Your HMS two-factor authentication was reset"
-      text = Self.resetNotice(name: name, body: body, ticket: ticket)
+      text = Self.resetNotice(name: name, body: body, ticket: ticket, zone: settings.timeZone)
     case .releaseNotice:
       subject = "A phone number was removed from your HMS two-factor authentication"
-      text = Self.releaseNotice(name: name, phone: body.phone ?? "", at: body.at)
+      text = Self.releaseNotice(name: name, phone: body.phone ?? "", at: body.at, zone: settings.timeZone)
     case .phoneCode:
       throw DeliveryFailure("a code goes by text message or call, not by email", temporary: false)
     }
@@ -110,9 +111,9 @@ struct OutboxMessage: Sendable {
     return message
   }
 
-  static func activationEmail(name: String, link: String, device: String?, expiresAt: String?, ticket: String)
-    -> String
-  {
+  static func activationEmail(
+    name: String, link: String, device: String?, expiresAt: String?, ticket: String, zone: TimeZone
+  ) -> String {
     let deviceLine = device.map { " for \"\(MailMessage.headerSafe($0) ?? "")\"" } ?? ""
     return """
       Hello \(name),
@@ -124,7 +125,7 @@ struct OutboxMessage: Sendable {
 
       \(link)
 
-      The link works once, until \(readable(expiresAt)). A newer link replaces this one.
+      The link works once, until \(readable(expiresAt, in: zone)). A newer link replaces this one.
 
       If you did not ask for this, do not open the link: call the HMS IT Service Desk at \
       617-432-2000.
@@ -133,7 +134,7 @@ struct OutboxMessage: Sendable {
       """
   }
 
-  static func resetNotice(name: String, body: Body, ticket: String) -> String {
+  static func resetNotice(name: String, body: Body, ticket: String, zone: TimeZone) -> String {
     let what = (body.devices ?? []).map { d in
       "  - \(d.kind)\(d.label.map { " \"\(MailMessage.headerSafe($0) ?? "")\"" } ?? "")"
         + (d.phone.map { " (\($0))" } ?? "")
@@ -148,7 +149,7 @@ struct OutboxMessage: Sendable {
     return """
       Hello \(name),
 
-      The HMS IT Service Desk reset your HMS two-factor authentication on \(readable(body.at)) \
+      The HMS IT Service Desk reset your HMS two-factor authentication on \(readable(body.at, in: zone)) \
       (ticket \(ticket)). \(removed.isEmpty ? "Nothing was in use." : "These were removed:")
 
       \(removed.joined(separator: "\n"))
@@ -162,12 +163,12 @@ struct OutboxMessage: Sendable {
       """
   }
 
-  static func releaseNotice(name: String, phone: String, at: String?) -> String {
+  static func releaseNotice(name: String, phone: String, at: String?, zone: TimeZone) -> String {
     """
     Hello \(name),
 
     The phone number \(phone) was removed from your HMS two-factor authentication on \
-    \(readable(at)), because its new owner proved to the HMS IT Service Desk that it is now \
+    \(readable(at, in: zone)), because its new owner proved to the HMS IT Service Desk that it is now \
     theirs.
 
     If that number is still yours, or you did not expect this, call the HMS IT Service Desk \
@@ -201,9 +202,10 @@ struct OutboxMessage: Sendable {
     code.digits.map(String.init).joined(separator: ", ")
   }
 
-  /// `2026-11-30T19:52:07Z` as `2026-11-30 19:52 UTC`; "today" when the time is missing.
-  static func readable(_ iso: String?) -> String {
-    guard let iso, iso.count >= 16 else { return "today" }
-    return iso.prefix(10) + " " + iso.dropFirst(11).prefix(5) + " UTC"
+  /// `2026-11-30T19:52:07Z` as the desk's zone reads it, `2026-11-30 14:52 EST`; "today" when the
+  /// time is missing.
+  static func readable(_ iso: String?, in zone: TimeZone) -> String {
+    guard let iso, let date = try? PointInTime(parsing: iso).date, iso.contains("T") else { return "today" }
+    return DeskTime.local(date, in: zone)
   }
 }

@@ -3,6 +3,7 @@
 #elseif canImport(Darwin)
   import Darwin
 #endif
+import Foundation
 
 /// How mail leaves the desk (`HMS2FA_MAILER`).
 public enum Mailer: Sendable, Equatable {
@@ -172,16 +173,22 @@ public struct DeliverySettings: Sendable {
   /// The envelope sender of every email, where bounces go (`HMS2FA_MAIL_BOUNCE`, default the
   /// From address).
   public var bounce: String
+  /// The zone of the times in notices (`HMS2FA_TIMEZONE`, default America/New_York).
+  public var timeZone: TimeZone
 
   public static let defaultFrom = "HMS IT Service Desk <itservicedesk@hms.harvard.edu>"
   public static let defaultActivationURL = "https://my.hms.harvard.edu/2fa/activate"
 
   /// `bounce` nil: the From address.
-  public init(from: Mailbox, activationURL: String, timeout: Double, bounce: String? = nil) {
+  public init(
+    from: Mailbox, activationURL: String, timeout: Double, bounce: String? = nil,
+    timeZone: TimeZone = TimeZone(identifier: "America/New_York") ?? .gmt
+  ) {
     self.from = from
     self.activationURL = activationURL
     self.timeout = timeout
     self.bounce = bounce ?? from.address
+    self.timeZone = timeZone
   }
 
   /// - Throws: a configuration `DeskError` (78) for a setting that can't be used.
@@ -214,6 +221,7 @@ public struct DeliverySettings: Sendable {
       }
       timeout = Double(duration.seconds)
     }
-    return DeliverySettings(from: from, activationURL: url, timeout: timeout, bounce: bounce)
+    let zone = try DeskTime.notices(environment: { environment[$0] })
+    return DeliverySettings(from: from, activationURL: url, timeout: timeout, bounce: bounce, timeZone: zone)
   }
 }
