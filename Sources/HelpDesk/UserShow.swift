@@ -87,8 +87,9 @@ public enum ShowCard {
       let waiting = a.devices.filter { $0.state == "pending" }
       let device = waiting.count == 1 ? " (device \(waiting[0].deviceId))" : ""
       if let link = a.activationLinks?.last {
-        return "activation link \(link.linkId) is out until \(DeskTime.shown(iso: link.expiresAt)): they open that email on the phone "
-          + "being set up; to send a new one, hms2fa-admin activation send \(id) \(t)"
+        let until = DeskTime.shown(iso: link.expiresAt)
+        return "activation link \(link.linkId) is out until \(until): they open that email on the phone being set "
+          + "up; to send a new one, hms2fa-admin activation send \(id) \(t)"
       }
       return "a phone waits for activation\(device): if its camera can't scan the QR code, "
         + "hms2fa-admin activation send \(id) \(t)"

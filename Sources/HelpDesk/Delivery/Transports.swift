@@ -1,9 +1,10 @@
+import Foundation
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Darwin)
   import Darwin
 #endif
-import Foundation
 
 /// How mail leaves the desk (`HMS2FA_MAILER`).
 public enum Mailer: Sendable, Equatable {
