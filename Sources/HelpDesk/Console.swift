@@ -27,7 +27,7 @@ public struct Console {
       Console.documentPrinted = true
     } else {
       let body = text()
-      if !body.isEmpty { print(Console.visibleLines(body)) }
+      if !body.isEmpty { Screen.show(Screen.painted(Console.visibleLines(body))) }
     }
   }
 
@@ -78,10 +78,12 @@ public struct Console {
   }
 }
 
-/// Lays out rows in aligned columns.
+/// Lays out rows in aligned columns. On a terminal the table fits its width (the widest columns
+/// are cut, ending in "…") unless `--wide`; the STATE and STATUS columns are painted.
 public func table(_ header: [String], _ rows: [[String]], indent: String = "") -> String {
+  var header = header
   // A cell longer than a screen's share is cut in the text layout (never in --json).
-  let rows = rows.map { row in
+  var rows = rows.map { row in
     row.map { cell in cell.count > maximumCellWidth ? String(cell.prefix(maximumCellWidth - 1)) + "…" : cell }
   }
   var widths = header.map(\.count)
@@ -90,16 +92,43 @@ public func table(_ header: [String], _ rows: [[String]], indent: String = "") -
       widths[i] = max(widths[i], cell.count)
     }
   }
+  if let screen = Screen.width {
+    // Narrow the widest column of text a character at a time, down to 5, until it fits (its
+    // header cut too); ids, numbers, states and times are never cut.
+    let floor = header.indices.map { i in cuttableColumns.contains(header[i]) ? 5 : widths[i] }
+    while indent.count + widths.reduce(0, +) + 2 * (widths.count - 1) > screen,
+      let widest = widths.indices.filter({ widths[$0] > floor[$0] }).max(by: { widths[$0] < widths[$1] })
+    {
+      widths[widest] -= 1
+    }
+    rows = rows.map { row in
+      row.enumerated().map { i, cell in
+        i < widths.count && cell.count > widths[i] ? String(cell.prefix(widths[i] - 1)) + "…" : cell
+      }
+    }
+    header = header.enumerated().map { i, cell in
+      cell.count > widths[i] ? String(cell.prefix(widths[i] - 1)) + "…" : cell
+    }
+  }
+  let painted = Set(header.indices.filter { ["STATE", "STATUS", "ENROLLMENT"].contains(header[$0]) })
   func line(_ cells: [String]) -> String {
     var out = indent
     for (i, cell) in cells.enumerated() {
       let isLast = i == cells.count - 1
-      out += isLast ? cell : cell + String(repeating: " ", count: widths[i] - cell.count + 2)
+      let text = painted.contains(i) && cells != header ? Screen.paint(cell) : cell
+      out +=
+        isLast || i >= widths.count ? text : text + String(repeating: " ", count: max(widths[i] - cell.count, 0) + 2)
     }
     return out
   }
   return ([line(header)] + rows.map(line)).joined(separator: "\n")
 }
+
+/// The columns a table may cut to fit a terminal: free text, never ids, numbers, states or times.
+let cuttableColumns: Set<String> = [
+  "LABEL", "NAME", "EMAIL", "REASON", "DETAILS", "RETIRED", "BROWSER", "LAST ERROR", "ERROR", "ACTOR",
+  "TICKET", "KIND", "PLATFORM", "SENT BY", "REQUESTED BY", "RECIPIENT", "APPROVAL NEEDED",
+]
 
 /// The widest a table cell is shown in text; longer ones end in "…".
 public let maximumCellWidth = 60
@@ -121,9 +150,11 @@ public func shown(_ text: String?) -> String {
 /// `text` with every character a terminal would act on, or a reader could not see, written as
 /// `\u{…}`: C0 and C1 controls (ESC, CSI), DEL, line and paragraph separators, zero-width and
 /// direction marks, the byte order mark. Line feeds (and tabs) stay when `keepingLineBreaks`.
-public func visible(_ text: String, keepingLineBreaks: Bool) -> String {
+public func visible(_ text: String, keepingLineBreaks: Bool, keepingPaint: Bool = false) -> String {
   func hidden(_ value: UInt32) -> Bool {
     if keepingLineBreaks && (value == 0x0A || value == 0x09) { return false }
+    // The marks of `Screen.paint`: no value may carry them, only the tool's own output.
+    if Screen.marks.contains(value) { return !keepingPaint }
     return value < 0x20 || (0x7F...0x9F).contains(value) || (0x200B...0x200F).contains(value)
       || (0x2028...0x202E).contains(value) || (0x2066...0x2069).contains(value) || value == 0xFEFF
   }
@@ -138,7 +169,7 @@ public func visible(_ text: String, keepingLineBreaks: Bool) -> String {
 extension Console {
   /// Text of several lines for a terminal: each line as `shown` would write it.
   public static func visibleLines(_ text: String) -> String {
-    visible(text, keepingLineBreaks: true)
+    visible(text, keepingLineBreaks: true, keepingPaint: true)
   }
 
   /// A message as one readable line of bounded length, whatever input it quotes: control and

@@ -50,6 +50,19 @@ public enum DeskTime {
     return "\(local(date)) (\(age(of: date, now: now)))"
   }
 
+  /// For a table cell: on a terminal, how long ago (`13 months ago`), so that the table fits; the
+  /// whole `shown` when piped or with `--wide`.
+  public static func cell(_ date: Date?, now: Date = Date()) -> String {
+    guard let date else { return "" }
+    return Screen.width == nil ? shown(date, now: now) : age(of: date, now: now)
+  }
+
+  /// `cell` of an ISO 8601 time as the database writes it.
+  public static func cell(iso: String?, now: Date = Date()) -> String {
+    guard let iso, let date = try? PointInTime(parsing: iso).date, iso.contains("T") else { return iso ?? "" }
+    return cell(date, now: now)
+  }
+
   /// `shown` of an ISO 8601 time as the database writes it; the text as it is when it isn't one.
   public static func shown(iso: String?, now: Date = Date()) -> String {
     guard let iso else { return "" }

@@ -125,8 +125,8 @@ public enum ShowCard {
         a.devices.map { d in
           [
             String(d.deviceId), d.kind, d.platform ?? "-", d.phone ?? "-", shown(d.label), d.state,
-            d.isDefault ? "yes" : "", d.lastUsedAt.map { DeskTime.shown(iso: $0) } ?? "never",
-            d.retiredAt.map { "\(DeskTime.shown(iso: $0)) \(shown(d.retiredReason))" } ?? "",
+            d.isDefault ? "yes" : "", d.lastUsedAt.map { DeskTime.cell(iso: $0) } ?? "never",
+            d.retiredAt.map { "\(DeskTime.cell(iso: $0)) \(shown(d.retiredReason))" } ?? "",
           ]
         }))
     let b = a.rememberedBrowsers
@@ -138,7 +138,7 @@ public enum ShowCard {
         titledTable(
           "activation links", ["LINK", "DEVICE", "SENT", "EXPIRES"],
           links.map {
-            [String($0.linkId), String($0.deviceId), DeskTime.shown(iso: $0.sentAt), DeskTime.shown(iso: $0.expiresAt)]
+            [String($0.linkId), String($0.deviceId), DeskTime.cell(iso: $0.sentAt), DeskTime.cell(iso: $0.expiresAt)]
           }, empty: "none outstanding"))
     }
     lines.append("")
@@ -146,7 +146,7 @@ public enum ShowCard {
       titledTable(
         "recent audit", ["EVENT", "AT", "ACTOR", "ACTION", "TICKET"],
         a.recentAudit.map {
-          [String($0.eventId), DeskTime.shown(iso: $0.at), shown($0.actor), $0.action, shown($0.ticket)]
+          [String($0.eventId), DeskTime.cell(iso: $0.at), shown($0.actor), $0.action, shown($0.ticket)]
         }))
     return lines.joined(separator: "\n")
   }

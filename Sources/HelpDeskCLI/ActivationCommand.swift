@@ -121,9 +121,9 @@ struct ActivationCommand: ParsableCommand {
             ["LINK", "DEVICE", "STATE", "SENT", "BY", "TICKET", "EXPIRES", "NOTE"],
             links.map {
               [
-                String($0.linkID), String($0.deviceID), $0.state, DeskTime.shown($0.sentAt), shown($0.sentBy),
-                shown($0.ticket), DeskTime.shown($0.expiresAt),
-                $0.usedAt.map { "used \(DeskTime.shown($0))" }
+                String($0.linkID), String($0.deviceID), $0.state, DeskTime.cell($0.sentAt), shown($0.sentBy),
+                shown($0.ticket), DeskTime.cell($0.expiresAt),
+                $0.usedAt.map { "used \(DeskTime.cell($0))" }
                   ?? $0.revokedReason.map { shown($0) } ?? "",
               ]
             })

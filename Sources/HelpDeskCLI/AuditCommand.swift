@@ -64,8 +64,8 @@ struct AuditCommand: ParsableCommand {
             ["EVENT", "AT", "ACTOR", "ACTION", "ACCOUNT", "TICKET", "REASON", "DETAILS"],
             events.map { e in
               [
-                String(e.eventId), DeskTime.shown(e.at), shown(e.actor), e.action, shown(e.accountId),
-                shown(e.ticket), shown(e.reason), shown(e.details),
+                String(e.eventId), DeskTime.cell(e.at), shown(e.actor), e.action, shown(e.accountId),
+                shown(e.ticket), shown(e.reason), shown(AuditDetails.short(e.details)),
               ]
             })
       }
@@ -217,6 +217,27 @@ struct AuditCommand: ParsableCommand {
             + memberships.prefix(5).map { "\($0.login) in \($0.role)" }.joined(separator: ", ")
             + "; see hms2fa-admin audit verify")
       }
+    }
+  }
+}
+
+/// An event's details as a person reads them: `key=value` pairs (`role=hms2fa_tier1 granted=true`),
+/// a value with spaces quoted, a list or object as compact JSON.
+enum AuditDetails {
+  static func short(_ json: String) -> String {
+    guard case .object(let members)? = try? JSONValue.parse(json) else { return json }
+    return members.sorted { $0.0 < $1.0 }.map { key, value in "\(key)=\(text(value))" }.joined(separator: " ")
+  }
+
+  private static func text(_ value: JSONValue) -> String {
+    switch value {
+    case .null: return "-"
+    case .bool(let flag): return flag ? "true" : "false"
+    case .int(let number): return String(number)
+    case .double(let number): return String(number)
+    case .string(let text):
+      return text.isEmpty || text.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) ? "\"\(text)\"" : text
+    default: return value.text
     }
   }
 }

@@ -153,8 +153,8 @@ struct DeliveryCommand: ParsableCommand {
           ["MESSAGE", "KIND", "TO", "ACCOUNT", "TICKET", "QUEUED", "STATE", "TRIES", "NEXT / ENDED", "LAST ERROR"],
           messages.map { m in
             [
-              String(m.messageID), m.kind, m.recipient, m.accountID, m.ticket, DeskTime.shown(m.queuedAt), m.state,
-              String(m.attempts), DeskTime.shown(m.endedAt ?? m.nextAttemptAt), shown(m.lastError),
+              String(m.messageID), m.kind, m.recipient, m.accountID, m.ticket, DeskTime.cell(m.queuedAt), m.state,
+              String(m.attempts), DeskTime.cell(m.endedAt ?? m.nextAttemptAt), shown(m.lastError),
             ]
           })
       }

@@ -230,7 +230,7 @@ struct EnrollmentCommand: ParsableCommand {
             requests.map {
               [
                 String($0.requestID), $0.accountID, shown($0.requestedBy), shown($0.ticket), $0.verifiedVia,
-                $0.approvalNeeded.joined(separator: ", "), DeskTime.shown($0.expiresAt),
+                $0.approvalNeeded.joined(separator: ", "), DeskTime.cell($0.expiresAt),
                 $0.state.rawValue + ($0.approvedBy.map { " by \($0)" } ?? $0.withdrawnBy.map { " by \($0)" } ?? ""),
               ]
             })

@@ -27,7 +27,14 @@ struct GlobalOptions: ParsableArguments {
       discussion: "Changes always go to a writable primary."))
   var readOnly = false
 
+  @Flag(help: "Show every table cell whole, whatever the terminal's width.")
+  var wide = false
+
   var console: Console { Console(json: json) }
+
+  func validate() throws {
+    if wide { Screen.wide = true }
+  }
 
   /// Connects for a change: to a writable primary only.
   func connect() throws -> Connection {

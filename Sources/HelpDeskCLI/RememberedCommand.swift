@@ -60,8 +60,8 @@ struct RememberedCommand: ParsableCommand {
             ["BROWSER", "STATE", "REMEMBERED SINCE", "EXPIRES", "REVOKED"],
             browsers.map {
               [
-                shown($0.browser), $0.state.rawValue, DeskTime.shown($0.createdAt), DeskTime.shown($0.expiresAt),
-                DeskTime.shown($0.revokedAt),
+                shown($0.browser), $0.state.rawValue, DeskTime.cell($0.createdAt), DeskTime.cell($0.expiresAt),
+                DeskTime.cell($0.revokedAt),
               ]
             }) + expiredNote
       }

@@ -60,4 +60,20 @@ public enum Tool {
       status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
       stderr: String(decoding: errData, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
   }
+
+  /// Runs the tool with its stdout (and stderr) on a pseudo-terminal of `columns` × `rows`, as
+  /// an agent at a terminal would: `script` makes the terminal, `stty` gives it its size. The
+  /// output comes back with the terminal's CRLF line ends made LF.
+  public static func runInTerminal(
+    _ arguments: [String], columns: Int = 80, rows: Int = 24, environment: [String: String] = [:]
+  ) throws -> Outcome {
+    func quoted(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+    let command =
+      "stty cols \(columns) rows \(rows); exec " + ([binary] + arguments).map(quoted).joined(separator: " ")
+    var outcome = try run(
+      ["-qec", command, "/dev/null"], environment: ["TERM": "xterm"].merging(environment) { $1 },
+      binary: "/usr/bin/script")
+    outcome.stdout = outcome.stdout.replacingOccurrences(of: "\r\n", with: "\n")
+    return outcome
+  }
 }
