@@ -204,6 +204,14 @@ public enum PhoneVerification {
       throw deskError(error)
     }
     let again = purpose == .ownership ? "hms2fa-admin phone verify" : "hms2fa-admin identity check"
+    // When a new code may go: now, or once the hourly limit of the number lets it.
+    var when = ""
+    if outcome != .verified, outcome != .wrongCode, let number: String = try? row.decode("phone") {
+      let next = try? db.queryFirst("SELECT hms2fa_api.next_code_at(\(number)) AS at")?.decode("at", as: Date?.self)
+      if let next = next ?? nil {
+        when = " once the hourly limit of \(number) lets it, at \(DeskTime.shown(next))"
+      }
+    }
     switch outcome {
     case .verified:
       break
@@ -211,11 +219,13 @@ public enum PhoneVerification {
       throw .badData("the code is wrong; \(triesLeft) \(triesLeft == 1 ? "try" : "tries") left before it stops working")
     case .locked:
       throw .badData(
-        "the code is wrong, and that was the fifth wrong try: the code no longer works; send a new one with \(again)")
+        "the code is wrong, and that was the fifth wrong try: the code no longer works; send a new one with \(again)"
+          + when)
     case .expired:
-      throw .badData("the code expired (codes work for 10 minutes); send a new one with \(again)")
+      throw .badData("the code expired (codes work for 10 minutes); send a new one with \(again)\(when)")
     case .notPending:
-      throw .badData("no code is waiting any more (it was just used, replaced or ended); send a new one with \(again)")
+      throw .badData(
+        "no code is waiting any more (it was just used, replaced or ended); send a new one with \(again)\(when)")
     }
     do {
       let holders = try JSONFields(try row.decode("other_holders", as: String.self), named: "other_holders")

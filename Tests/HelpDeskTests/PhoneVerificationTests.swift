@@ -115,6 +115,39 @@ struct PhoneVerificationTests {
     #expect(malformed?.status == .usage)
   }
 
+  @Test("after five wrong tries with the hourly limit reached, the message says when the next code can go")
+  func lockedWithLimitReached() throws {
+    let setup = try Setup()
+    // Two earlier codes to the number this hour, then the one the caller gets wrong: three.
+    let admin = try setup.database.connect()
+    try admin.execute(
+      """
+      INSERT INTO hms2fa.phone_verifications (purpose, account_id, phone, channel, ticket, created_at, expires_at,
+                                              state, ended_at)
+      SELECT 'ownership', 'cd222', '+16175550188', 'sms', 'INC1', now() - g * interval '10 minutes',
+             now() - g * interval '10 minutes' + interval '10 minutes', 'replaced', now() - interval '1 minute'
+        FROM generate_series(2, 3) g
+      """)
+    _ = try setup.verify()
+    let code = try setup.lastCode()
+    for _ in 0..<4 { _ = try? setup.confirm(setup.wrong(code)) }
+    let fifth = #expect(throws: DeskError.self) { try setup.confirm(setup.wrong(code)) }
+    let message = fifth?.message ?? ""
+    #expect(message.contains("no longer works"), "\(message)")
+    // The oldest of the three went 30 minutes ago: the next may go in about 30 minutes.
+    #expect(message.contains("once the hourly limit of +16175550188 lets it, at "), "\(message)")
+    #expect(message.contains("(in 29 minutes)") || message.contains("(in 30 minutes)"), "\(message)")
+    // Under the limit, nothing to wait for.
+    try admin.execute("DELETE FROM hms2fa.code_tries")
+    try admin.execute("DELETE FROM hms2fa.outbox WHERE verification_id IS NOT NULL")
+    try admin.execute("DELETE FROM hms2fa.phone_verifications")
+    _ = try setup.verify()
+    let fresh = try setup.lastCode()
+    for _ in 0..<4 { _ = try? setup.confirm(setup.wrong(fresh)) }
+    let again = #expect(throws: DeskError.self) { try setup.confirm(setup.wrong(fresh)) }
+    #expect(again?.message.contains("hourly limit") == false, "\(again?.message ?? "")")
+  }
+
   @Test("an expired code and a replaced code are refused")
   func expiredAndReplaced() throws {
     let setup = try Setup()
