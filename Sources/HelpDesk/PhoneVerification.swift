@@ -247,6 +247,48 @@ public enum PhoneVerification {
     }
   }
 
+  /// A number released from the other accounts that have it, on an ownership proof.
+  public struct Release: Sendable {
+    /// The proof relied on, and the login that confirmed it.
+    public var verificationID: Int64
+    public var verifiedBy: String
+    public var released: [ReleasedHolder]
+  }
+
+  /// `phone release`: retires every other account's device in use on `phone` and queues each a
+  /// notice, relying on `account`'s ownership proof for it confirmed in the last 15 minutes (by
+  /// any agent: a tier-1 agent's confirm is enough), which it spends.
+  ///
+  /// - Throws: `DeskError` 65 without such a proof or with nobody else on the number, 77 for a
+  ///   high-risk holder (a reset instead) or without tier2, 67 for no such account.
+  public static func release(
+    _ account: AccountID, phone: PhoneNumber, ticket: Ticket, on db: Connection
+  ) throws(DeskError) -> Release {
+    let row: Row = try desk(releaseAction, on: db) {
+      let release: Query = """
+        SELECT verification_id, verified_by, released::text AS released
+          FROM hms2fa_api.release_number(\(account.value), \(phone.e164), \(ticket.value))
+        """
+      guard let row = try db.queryFirst(release) else {
+        throw DeskError(.software, "internal error: release_number returned nothing")
+      }
+      return row
+    }
+    do {
+      let released = try JSONFields(try row.decode("released", as: String.self), named: "released")
+      return Release(
+        verificationID: try row.decode("verification_id"), verifiedBy: try row.decode("verified_by"),
+        released: try released.items.map { r in
+          ReleasedHolder(
+            accountId: try r.string("account_id"), deviceIds: try r.array("device_ids").map { try $0.asInt },
+            email: try r.string("email"), displayName: try r.string("display_name"),
+            messageID: try r.int("message_id"))
+        })
+    } catch {
+      throw DeskError(.software, "internal error: \(error)")
+    }
+  }
+
   /// Everyone on the number now, before, and who proved it.
   public static func owner(of phone: PhoneNumber, on db: Connection) throws(DeskError) -> PhoneOwnership {
     let json: String = try desk(ownerAction, on: db) {

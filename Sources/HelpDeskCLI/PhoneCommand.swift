@@ -31,7 +31,7 @@ struct PhoneCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "phone",
     abstract: "Who has a phone number, and proving that a caller owns it.",
-    subcommands: [Owner.self, Verify.self, Confirm.self]
+    subcommands: [Owner.self, Verify.self, Confirm.self, Release.self]
   )
 
   struct Owner: ParsableCommand {
@@ -175,9 +175,9 @@ struct PhoneCommand: ParsableCommand {
       let codeText = try readCode(code)
       let db = try global.connect()
       let id = try key.accountID(on: db)
+      let ticket = try change.parsedTicket
       let result = try PhoneVerification.confirm(
-        id, purpose: .ownership, phone: number, code: codeText, ticket: try change.parsedTicket, release: release,
-        on: db)
+        id, purpose: .ownership, phone: number, code: codeText, ticket: ticket, release: release, on: db)
       // The notices share one wait.
       let deadline = Date().addingTimeInterval(try waiting.seconds)
       let notices = try result.released.map { holder in
@@ -217,8 +217,72 @@ struct PhoneCommand: ParsableCommand {
         } else if !others.isEmpty {
           text +=
             "\nthe number is still on a device of another account: \(others.joined(separator: ", "))"
-            + "\na tier-2 agent can release it: hms2fa-admin phone confirm … --release (needs a new code)"
+            + "\na tier-2 agent can release it within 15 minutes, on this proof: hms2fa-admin phone release "
+            + "\(id) \(result.phone) --ticket \(ticket)"
         }
+        return text
+      }
+      for (_, notice) in notices {
+        try notice.finish(failed: "the release stands: tell the former holder yourself", console: global.console)
+      }
+    }
+  }
+
+  struct Release: ParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "release",
+      abstract: "Release a number from its other holders, on a proof confirmed in the last 15 minutes (tier2).",
+      discussion: """
+        Relies on the caller's ownership proof for the number that an agent (tier 1 is enough) \
+        confirmed with phone confirm in the last 15 minutes: no second code. Retires the devices \
+        of every other account that has the number in use ("number reassigned") and sends each a \
+        notice, in one transaction; refused for a high-risk holder (reset that account instead). \
+        The proof is spent.
+
+        Example:
+          hms2fa-admin phone release cd222 "617-555-0188" --ticket INC0012345
+        """
+    )
+
+    @Argument(help: "HMS Account ID (or email of record) of the caller who proved the number.")
+    var account: String
+
+    @Argument(help: "The phone number.")
+    var phone: String
+
+    @OptionGroup var change: ChangeOptions
+    @OptionGroup var waiting: DeliveryWaitOptions
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+      let key = try AccountKey(parsing: account)
+      let number = try parsePhone(phone)
+      let db = try global.connect()
+      let id = try key.accountID(on: db)
+      let result = try PhoneVerification.release(id, phone: number, ticket: try change.parsedTicket, on: db)
+      let deadline = Date().addingTimeInterval(try waiting.seconds)
+      let notices = try result.released.map { holder in
+        (holder, try FollowedMessage(holder.messageID, wait: max(0, deadline.timeIntervalSinceNow), on: db))
+      }
+      let failed = notices.filter { if case .failed = $0.1.outcome { true } else { false } }
+      global.console.emit(
+        .object([
+          ("account_id", .string(id.value)), ("phone", .string(number.e164)),
+          ("verification_id", .int(result.verificationID)), ("verified_by", .string(result.verifiedBy)),
+          ("released_from", .array(result.released.map { .string($0.accountId) })),
+          (
+            "notices",
+            .array(
+              notices.map { holder, notice in .object([("account_id", .string(holder.accountId))] + notice.fields) })
+          ),
+          ("notices_failed", .int(failed.count)),
+        ])
+      ) {
+        var text =
+          "released \(number.e164) from \(result.released.map(\.accountId).joined(separator: ", ")) "
+          + "(devices retired: number reassigned), on the proof \(result.verificationID) confirmed by "
+          + "\(shown(result.verifiedBy)); each is sent a notice"
+        for (holder, notice) in notices { text += "\nnotice to \(holder.accountId): \(notice.line)" }
         return text
       }
       for (_, notice) in notices {

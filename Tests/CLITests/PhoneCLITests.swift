@@ -63,4 +63,44 @@ struct PhoneCLITests {
     #expect((owner["history"] as? [[String: Any]])?.first?["account_id"] as? String == "tl321")
     #expect((owner["verifications"] as? [[String: Any]])?.first?["state"] as? String == "verified")
   }
+
+  @Test("a tier-2 release relies on a tier-1 ownership proof of the last 15 minutes: no second code; spent once")
+  func releaseOnProof() throws {
+    let desk = try CLIDesk()
+    let admin = try desk.database.connect()
+    try Fixtures.account("tl321", on: admin)
+    try Fixtures.device("tl321", phone: "+16175550188", on: admin)
+    let delivery = try DeliveryProcess(desk.database)
+    let service = try delivery.start()
+    defer { service.stop() }
+    // No proof yet: refused, nothing changed.
+    let early = try desk.run(["phone", "release", "jd123", "617-555-0188", "--ticket", "INC1"], as: desk.tier2)
+    #expect(early.status == 65)
+    #expect(early.stderr.contains("no proof that jd123 owns +16175550188 in the last 15 minutes"), "\(early.stderr)")
+    // Tier 1 sends and confirms; the hint names the release with the ticket.
+    #expect(
+      try desk.run(["phone", "verify", "jd123", "617-555-0188", "--via", "sms", "--ticket", "INC1"], as: desk.tier1)
+        .status == 0)
+    let code = try #require(try delivery.lastCode())
+    let confirmed = try desk.run(
+      ["phone", "confirm", "jd123", "617-555-0188", "--ticket", "INC1"], as: desk.tier1, stdin: code + "\n")
+    #expect(confirmed.status == 0, "\(confirmed.stderr)")
+    #expect(
+      confirmed.stdout.contains("hms2fa-admin phone release jd123 +16175550188 --ticket INC1"), "\(confirmed.stdout)")
+    // Tier 1 can't release; tier 2 can, once, on that proof.
+    #expect(
+      try desk.run(["phone", "release", "jd123", "+16175550188", "--ticket", "INC1"], as: desk.tier1).status == 77)
+    let released = try desk.run(
+      ["phone", "release", "jd123", "+16175550188", "--ticket", "INC1", "--json"], as: desk.tier2)
+    #expect(released.status == 0, "\(released.stderr)")
+    let result = try jsonObject(released.stdout)
+    #expect(result["released_from"] as? [String] == ["tl321"])
+    #expect(result["verified_by"] as? String == desk.tier1)
+    #expect((result["notices"] as? [[String: Any]])?.first?["delivery"] as? String == "sent")
+    try Fixtures.device("tl321", phone: "+16175550188", on: admin)
+    let twice = try desk.run(["phone", "release", "jd123", "+16175550188", "--ticket", "INC1"], as: desk.tier2)
+    #expect(twice.status == 65, "the proof was spent: \(twice.stderr)")
+    let events = try admin.query("SELECT action FROM hms2fa.audit_events WHERE action = 'phone.released'")
+    #expect(events.count == 1)
+  }
 }
