@@ -83,6 +83,17 @@ public func deskError(_ error: Error, doing action: DeskAction? = nil, on connec
   case SQLState.insufficientPrivilege:
     let login = connection.map { " \"\($0.user)\"" } ?? ""
     if let action {
+      // A tier-2 action is handed to a tier-2 agent, with the command to give them; a reset can
+      // also be filed as a request they approve.
+      if action.roleName == Tier.tier2.roleName, let command = handOffCommand() {
+        let request =
+          command.contains(" enrollment reset ") && !command.contains("--request")
+          ? ", or file it for them to approve: \(command) --request" : ""
+        return DeskError(
+          .noPermission,
+          "\(action.summary) needs \(action.roleName), which login\(login) does not have; hand this to a "
+            + "tier-2 agent: \(command)\(request)")
+      }
       return DeskError(
         .noPermission,
         "the database refused: \(action.summary) needs \(action.roleName), which login\(login) "
@@ -104,4 +115,27 @@ public func deskError(_ error: Error, doing action: DeskAction? = nil, on connec
     }
     return DeskError(.software, "internal error: \(pg.description)")
   }
+}
+
+/// The command line being run, as one to give another agent: without `--database` (which may
+/// hold a connection string of one's own) or `--json`; words with spaces or quotes quoted.
+func handOffCommand(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> String? {
+  guard !arguments.isEmpty else { return nil }
+  var words: [String] = []
+  var skip = false
+  for word in arguments {
+    if skip {
+      skip = false
+      continue
+    }
+    if word == "--database" {
+      skip = true
+      continue
+    }
+    if word.hasPrefix("--database=") || word == "--json" || word == "--yes" { continue }
+    let plain =
+      !word.isEmpty && word.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value < 0x7F && $0 != "'" && $0 != "\"" }
+    words.append(plain ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'")
+  }
+  return "hms2fa-admin " + words.joined(separator: " ")
 }

@@ -131,6 +131,8 @@ public struct ResetRequest: Sendable {
 /// transaction, so that "Start setup" shows again.
 public enum EnrollmentReset {
   static let resetAction = DeskAction("resetting an enrollment", tier: .tier2)
+  static let planAction = DeskAction("showing a reset's plan", tier: .tier1)
+  static let requestAction = DeskAction("requesting a reset", tier: .tier1)
   static let approveAction = DeskAction("approving a reset request", tier: .tier2)
   static let listAction = DeskAction("listing reset requests", tier: .tier1)
   static let withdrawAction = DeskAction("withdrawing a reset request", tier: .tier1)
@@ -146,11 +148,37 @@ public enum EnrollmentReset {
     _ account: AccountID, ticket: Ticket, verifiedVia: IdentityVerification, reason: String?, dryRun: Bool,
     expectedPlan: String? = nil, on db: Connection
   ) throws(DeskError) -> ResetOutcome {
-    let json: String = try desk(resetAction, on: db) {
+    // The plan is tier 1's to see; the reset is tier 2's.
+    let json: String = try desk(dryRun ? planAction : resetAction, on: db) {
+      let query: Query =
+        dryRun
+        ? """
+        SELECT hms2fa_api.plan_reset(\(account.value), \(ticket.value), \(verifiedVia.rawValue), \(reason))::text
+          AS result
+        """
+        : """
+        SELECT hms2fa_api.reset_enrollment(\(account.value), \(ticket.value), \(verifiedVia.rawValue), \(reason),
+                                           false, \(expectedPlan)::text)::text AS result
+        """
+      return try db.queryFirst(query)?.decode("result") ?? "{}"
+    }
+    return try decode(json)
+  }
+
+  /// Files the reset of the plan the agent confirmed (`expectedPlan`) as a pending request that
+  /// a tier-2 agent other than the requester approves: how a tier-1 agent hands a reset on.
+  ///
+  /// - Throws: `DeskError` 65 (disabled, no fresh identity proof for code-on-file), 67, 75 (the
+  ///   plan changed since it was shown, or a request is pending already), 77.
+  public static func request(
+    _ account: AccountID, ticket: Ticket, verifiedVia: IdentityVerification, reason: String?, expectedPlan: String,
+    on db: Connection
+  ) throws(DeskError) -> ResetOutcome {
+    let json: String = try desk(requestAction, on: db) {
       try db.queryFirst(
         """
-        SELECT hms2fa_api.reset_enrollment(\(account.value), \(ticket.value), \(verifiedVia.rawValue), \(reason),
-                                           \(dryRun), \(expectedPlan)::text)::text AS result
+        SELECT hms2fa_api.request_reset(\(account.value), \(ticket.value), \(verifiedVia.rawValue), \(reason),
+                                        \(expectedPlan))::text AS result
         """)?.decode("result") ?? "{}"
     }
     return try decode(json)

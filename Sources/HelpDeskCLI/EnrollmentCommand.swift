@@ -36,9 +36,14 @@ struct EnrollmentCommand: ParsableCommand {
         of record is queued in the reset's own transaction; the command waits for the delivery \
         service to send it (--wait).
 
+        A tier-1 agent shows the plan (--dry-run) and hands the reset on with --request: a \
+        pending request with the plan, the reason and the identity proof, which any tier-2 agent \
+        approves (enrollment approve).
+
         Examples:
           hms2fa-admin enrollment reset jd123 --ticket INC0012345 --verified-via code-on-file --dry-run
           hms2fa-admin enrollment reset jd123 --ticket INC0012345 --verified-via code-on-file
+          hms2fa-admin enrollment reset jd123 --ticket INC0012345 --verified-via in-person --request
         """
     )
 
@@ -56,6 +61,9 @@ struct EnrollmentCommand: ParsableCommand {
 
     @Flag(help: "Don't ask for confirmation (required when stdin is not a terminal).")
     var yes = false
+
+    @Flag(help: "File the reset as a request a tier-2 agent approves (tier1 may).")
+    var request = false
 
     @OptionGroup var change: ChangeOptions
     @OptionGroup var waiting: DeliveryWaitOptions
@@ -93,7 +101,16 @@ struct EnrollmentCommand: ParsableCommand {
       }
       // The plan is a message, so it goes to stderr: stdout holds only the result.
       console.note(planText(plan))
-      if !yes { try confirmByTyping(id, to: "reset it") }
+      if !yes { try confirmByTyping(id, to: request ? "request its reset" : "reset it") }
+      if request {
+        guard let fingerprint = plan.planFingerprint else {
+          throw DeskError(.software, "internal error: the plan has no fingerprint")
+        }
+        let filed = try EnrollmentReset.request(
+          id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, expectedPlan: fingerprint, on: db)
+        try report(filed, ticket: ticket, waiting: waiting, db: db, console: console)
+        return
+      }
       // The plan confirmed is the plan carried out: the database refuses (75) if it changed.
       let outcome = try EnrollmentReset.reset(
         id, ticket: ticket, verifiedVia: verifiedVia, reason: reason, dryRun: false,
@@ -272,7 +289,7 @@ func planText(_ plan: ResetOutcome, showingApproval: Bool = true) -> String {
       plan.devices.map {
         [
           String($0.deviceId), $0.kind + ($0.platform.map { "/\($0)" } ?? ""), shown($0.label), $0.phone ?? "-",
-          $0.state, $0.isDefault ? "yes" : "", $0.lastUsedAt ?? "never",
+          $0.state, $0.isDefault ? "yes" : "", $0.lastUsedAt.map { DeskTime.cell(iso: $0) } ?? "never",
         ]
       }, indent: "  "))
   lines.append("  activation links to revoke: \(plan.links)")

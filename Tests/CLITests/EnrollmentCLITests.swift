@@ -73,4 +73,41 @@ struct EnrollmentCLITests {
     #expect(approved.stdout.contains("\"Start setup\" now shows"))
     #expect(approved.stdout.contains("delivery: failed"))
   }
+
+  @Test("tier 1 prepares what tier 2 carries out: the plan, a request any tier-2 agent approves, the hand-off words")
+  func tier1Prepares() throws {
+    let desk = try CLIDesk()
+    let delivery = try DeliveryProcess(desk.database)
+    let service = try delivery.start()
+    defer { service.stop() }
+    let base = ["enrollment", "reset", "jd123", "--ticket", "INC5", "--verified-via", "in-person"]
+    let plan = try desk.run(base + ["--dry-run"], as: desk.tier1)
+    #expect(plan.status == 0, "\(plan.stderr)")
+    #expect(plan.stdout.contains("devices to retire") && plan.stdout.contains("(dry run: nothing was changed)"))
+    // Without --request: 77, and the command to hand to a tier-2 agent (never the connection string).
+    let direct = try desk.run(base + ["--yes"], as: desk.tier1)
+    #expect(direct.status == 77)
+    let words = direct.stderr.split(separator: "\n").last.map(String.init) ?? ""
+    #expect(
+      words.contains(
+        "hand this to a tier-2 agent: hms2fa-admin enrollment reset jd123 --ticket INC5 --verified-via in-person"),
+      "\(direct.stderr)")
+    #expect(words.contains("--request") && !words.contains("--database") && !words.contains("ask an operator"))
+    // With --request: a pending request with the reason, approved by any tier-2 agent.
+    let filed = try desk.run(base + ["--yes", "--request", "--reason", "new phone", "--json"], as: desk.tier1)
+    #expect(filed.status == 0, "\(filed.stderr)")
+    let request = try jsonObject(filed.stdout)
+    #expect(request["status"] as? String == "pending_approval")
+    #expect((request["approval_needed"] as? [String])?.first == "requested")
+    let id = try #require(request["request_id"] as? Int)
+    let card = try jsonObject(try desk.run(["user", "show", "jd123", "--json"], as: desk.tier1).stdout)
+    #expect(card["enrollment"] as? String == "enrolled", "nothing reset yet")
+    let approved = try desk.run(
+      ["enrollment", "approve", String(id), "--ticket", "INC5", "--yes", "--json"], as: desk.tier2)
+    #expect(approved.status == 0, "\(approved.stderr)")
+    #expect(try jsonObject(approved.stdout)["status"] as? String == "reset")
+    let reasons = try desk.database.connect().query(
+      "SELECT reason FROM hms2fa.audit_events WHERE action = 'enrollment.reset_requested'")
+    #expect(try reasons.map { try $0.decode("reason", as: String.self) } == ["new phone"])
+  }
 }
