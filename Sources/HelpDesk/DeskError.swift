@@ -99,7 +99,10 @@ public func deskError(_ error: Error, doing action: DeskAction? = nil, on connec
         "the database refused: \(action.summary) needs \(action.roleName), which login\(login) "
           + "does not have; ask an operator (hms2fa-admin staff grant)")
     }
-    return DeskError(.noPermission, "the database refused: \(pg.message)")
+    // The server's words name schemas and tables: never shown to the desk.
+    return DeskError(
+      .noPermission,
+      "the database refused login\(login): it has no tier for this; ask an operator (hms2fa-admin staff grant)")
   case SQLState.lockNotAvailable, SQLState.serializationFailure, SQLState.deadlockDetected,
     SQLState.queryCanceled:
     return DeskError(.tryLater, "the records are busy (\(pg.message)); try again in a moment")
