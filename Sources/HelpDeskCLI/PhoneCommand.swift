@@ -178,42 +178,28 @@ struct PhoneCommand: ParsableCommand {
       let ticket = try change.parsedTicket
       let result = try PhoneVerification.confirm(
         id, purpose: .ownership, phone: number, code: codeText, ticket: ticket, release: release, on: db)
-      // The notices share one wait.
-      let deadline = Date().addingTimeInterval(try waiting.seconds)
-      let notices = try result.released.map { holder in
-        (
-          holder,
-          try FollowedMessage(holder.messageID, wait: max(0, deadline.timeIntervalSinceNow), on: db)
-        )
-      }
+      let notices = try ReleaseNotices(result.released, waiting: waiting, db: db)
       let others = result.otherHolders.map { "\($0.accountId) (device \($0.deviceId))" }
-      let failed = notices.filter { if case .failed = $0.1.outcome { true } else { false } }
       global.console.emit(
-        .object([
-          ("account_id", .string(id.value)), ("phone", .string(result.phone)), ("verified", .bool(true)),
-          (
-            "other_holders",
-            .array(
-              result.otherHolders.map {
-                .object([("account_id", .string($0.accountId)), ("device_id", .int($0.deviceId))])
-              }
-            )
-          ),
-          ("released_from", .array(result.released.map { .string($0.accountId) })),
-          (
-            "notices",
-            .array(
-              notices.map { holder, notice in .object([("account_id", .string(holder.accountId))] + notice.fields) })
-          ),
-          ("notices_failed", .int(failed.count)),
-        ])
+        .object(
+          [
+            ("account_id", .string(id.value)), ("phone", .string(result.phone)), ("verified", .bool(true)),
+            (
+              "other_holders",
+              .array(
+                result.otherHolders.map {
+                  .object([("account_id", .string($0.accountId)), ("device_id", .int($0.deviceId))])
+                }
+              )
+            ),
+            ("released_from", .array(result.released.map { .string($0.accountId) })),
+          ] + notices.fields)
       ) {
         var text = "verified: \(id) owns \(result.phone)"
         if !result.released.isEmpty {
           text +=
             "\nreleased the number from \(result.released.map(\.accountId).joined(separator: ", ")) "
-            + "(devices retired: number reassigned); each is sent a notice"
-          for (holder, notice) in notices { text += "\nnotice to \(holder.accountId): \(notice.line)" }
+            + "(devices retired: number reassigned); each is sent a notice" + notices.lines
         } else if !others.isEmpty {
           text +=
             "\nthe number is still on a device of another account: \(others.joined(separator: ", "))"
@@ -222,9 +208,7 @@ struct PhoneCommand: ParsableCommand {
         }
         return text
       }
-      for (_, notice) in notices {
-        try notice.finish(failed: "the release stands: tell the former holder yourself", console: global.console)
-      }
+      try notices.finish(console: global.console)
     }
   }
 
@@ -260,34 +244,20 @@ struct PhoneCommand: ParsableCommand {
       let db = try global.connect()
       let id = try key.accountID(on: db)
       let result = try PhoneVerification.release(id, phone: number, ticket: try change.parsedTicket, on: db)
-      let deadline = Date().addingTimeInterval(try waiting.seconds)
-      let notices = try result.released.map { holder in
-        (holder, try FollowedMessage(holder.messageID, wait: max(0, deadline.timeIntervalSinceNow), on: db))
-      }
-      let failed = notices.filter { if case .failed = $0.1.outcome { true } else { false } }
+      let notices = try ReleaseNotices(result.released, waiting: waiting, db: db)
       global.console.emit(
-        .object([
-          ("account_id", .string(id.value)), ("phone", .string(number.e164)),
-          ("verification_id", .int(result.verificationID)), ("verified_by", .string(result.verifiedBy)),
-          ("released_from", .array(result.released.map { .string($0.accountId) })),
-          (
-            "notices",
-            .array(
-              notices.map { holder, notice in .object([("account_id", .string(holder.accountId))] + notice.fields) })
-          ),
-          ("notices_failed", .int(failed.count)),
-        ])
+        .object(
+          [
+            ("account_id", .string(id.value)), ("phone", .string(number.e164)),
+            ("verification_id", .int(result.verificationID)), ("verified_by", .string(result.verifiedBy)),
+            ("released_from", .array(result.released.map { .string($0.accountId) })),
+          ] + notices.fields)
       ) {
-        var text =
-          "released \(number.e164) from \(result.released.map(\.accountId).joined(separator: ", ")) "
+        "released \(number.e164) from \(result.released.map(\.accountId).joined(separator: ", ")) "
           + "(devices retired: number reassigned), on the proof \(result.verificationID) confirmed by "
-          + "\(shown(result.verifiedBy)); each is sent a notice"
-        for (holder, notice) in notices { text += "\nnotice to \(holder.accountId): \(notice.line)" }
-        return text
+          + "\(shown(result.verifiedBy)); each is sent a notice" + notices.lines
       }
-      for (_, notice) in notices {
-        try notice.finish(failed: "the release stands: tell the former holder yourself", console: global.console)
-      }
+      try notices.finish(console: global.console)
     }
   }
 }
@@ -401,6 +371,39 @@ struct IdentityCommand: ParsableCommand {
         "verified: the caller received the code sent to \(result.phone), on file for \(id); "
           + "the proof lasts 15 minutes (enrollment reset --verified-via code-on-file)"
       }
+    }
+  }
+}
+
+/// The notices a release queued to the numbers' former holders, followed with one wait.
+struct ReleaseNotices {
+  var followed: [(holder: ReleasedHolder, notice: FollowedMessage)]
+
+  init(_ released: [ReleasedHolder], waiting: DeliveryWaitOptions, db: Connection) throws {
+    let deadline = Date().addingTimeInterval(try waiting.seconds)
+    followed = try released.map { holder in
+      (holder, try FollowedMessage(holder.messageID, wait: max(0, deadline.timeIntervalSinceNow), on: db))
+    }
+  }
+
+  /// `notices` and `notices_failed`, for the JSON document.
+  var fields: [(String, JSONValue)] {
+    let failed = followed.filter { if case .failed = $0.notice.outcome { true } else { false } }
+    return [
+      ("notices", .array(followed.map { .object([("account_id", .string($0.holder.accountId))] + $0.notice.fields) })),
+      ("notices_failed", .int(failed.count)),
+    ]
+  }
+
+  /// A line a notice, each starting with a line break.
+  var lines: String {
+    followed.map { "\nnotice to \($0.holder.accountId): \($0.notice.line)" }.joined()
+  }
+
+  /// A warning for a notice still queued, exit 69 for one that failed (the release stands).
+  func finish(console: Console) throws {
+    for (_, notice) in followed {
+      try notice.finish(failed: "the release stands: tell the former holder yourself", console: console)
     }
   }
 }
