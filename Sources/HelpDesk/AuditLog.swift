@@ -238,7 +238,8 @@ extension AuditLog {
     let now: [Int64: String] = try desk(.verifyAudit, on: db) {
       var hashes: [Int64: String] = [:]
       let list = "{" + ids.map(String.init).joined(separator: ",") + "}"
-      for row in try db.query("SELECT event_id, hash FROM hms2fa_api.audit_hashes(\(list)::bigint[])") {
+      let current: Query = "SELECT event_id, hash FROM hms2fa_api.audit_hashes(\(list)::bigint[])"
+      for row in try db.query(current) {
         hashes[try row.decode("event_id")] = try row.decode("hash")
       }
       return hashes

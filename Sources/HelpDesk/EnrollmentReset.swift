@@ -175,11 +175,11 @@ public enum EnrollmentReset {
     on db: Connection
   ) throws(DeskError) -> ResetOutcome {
     let json: String = try desk(requestAction, on: db) {
-      try db.queryFirst(
-        """
+      let request: Query = """
         SELECT hms2fa_api.request_reset(\(account.value), \(ticket.value), \(verifiedVia.rawValue), \(reason),
                                         \(expectedPlan))::text AS result
-        """)?.decode("result") ?? "{}"
+        """
+      return try db.queryFirst(request)?.decode("result") ?? "{}"
     }
     return try decode(json)
   }

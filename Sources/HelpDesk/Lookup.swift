@@ -198,7 +198,8 @@ public enum NoSuchAccount {
     let wanted = (key.split(separator: "@").first.map(String.init) ?? key).lowercased()
     guard wanted.unicodeScalars.count >= 2, wanted.unicodeScalars.count <= 64 else { return [] }
     let prefix = String(wanted.prefix(2))
-    let rows = try? db.query("SELECT account_id FROM hms2fa_api.find_accounts(\(prefix), 1000)")
+    let near: Query = "SELECT account_id FROM hms2fa_api.find_accounts(\(prefix), 1000)"
+    let rows = try? db.query(near)
     let ids = (rows ?? []).compactMap { try? $0.decode("account_id", as: String.self) }
     return
       ids

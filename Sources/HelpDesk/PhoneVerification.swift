@@ -207,7 +207,8 @@ public enum PhoneVerification {
     // When a new code may go: now, or once the hourly limit of the number lets it.
     var when = ""
     if outcome != .verified, outcome != .wrongCode, let number: String = try? row.decode("phone") {
-      let next = try? db.queryFirst("SELECT hms2fa_api.next_code_at(\(number)) AS at")?.decode("at", as: Date?.self)
+      let nextCode: Query = "SELECT hms2fa_api.next_code_at(\(number)) AS at"
+      let next = try? db.queryFirst(nextCode)?.decode("at", as: Date?.self)
       if let next = next ?? nil {
         when = " once the hourly limit of \(number) lets it, at \(DeskTime.shown(next))"
       }

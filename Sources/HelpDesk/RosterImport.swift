@@ -86,7 +86,7 @@ public struct RosterFile: Sendable {
   }
 
   /// Hands `body` the file's bytes from its start, a MiB at a time.
-  func read(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+  func read(_ body: ([UInt8]) throws -> Void) throws {
     guard let handle = FileHandle(forReadingAtPath: path) else {
       throw DeskError.usage("\(quoted(path, limit: 120)) can't be read (permissions?)")
     }
@@ -99,7 +99,7 @@ public struct RosterFile: Sendable {
         throw DeskError.usage("\(quoted(path, limit: 120)) could not be read: \(error.localizedDescription)")
       }
       guard let data, !data.isEmpty else { return }
-      try data.withUnsafeBytes(body)
+      try body([UInt8](data))
     }
   }
 }
@@ -156,7 +156,7 @@ public enum RosterImport {
           where [SQLState.serializationFailure, SQLState.deadlockDetected].contains(error.sqlState) && tried < tries
         {
           // Nothing was applied: wait a moment and send the file again.
-          Thread.sleep(forTimeInterval: Double(tried) * 0.2)
+          usleep(UInt32(tried) * 200_000)
           tried += 1
         }
       }

@@ -191,7 +191,8 @@ public enum AccountKey: Sendable, CustomStringConvertible {
     case .id(let id): return id
     case .email(let email):
       let found = try desk(.lookup, on: db) {
-        try db.queryFirst("SELECT hms2fa_api.account_id_of(\(email.value)) AS id")?.decode("id", as: String.self)
+        let lookup: Query = "SELECT hms2fa_api.account_id_of(\(email.value)) AS id"
+        return try db.queryFirst(lookup)?.decode("id", as: String.self)
       }
       guard let found else { throw NoSuchAccount.error(email.value, on: db) }
       return try AccountID(parsing: found)

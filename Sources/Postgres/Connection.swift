@@ -579,13 +579,10 @@ public final class CopyInWriter {
   /// `FORMAT csv`), in pieces of any size; rows may span calls.
   ///
   /// - Throws: `.connectionLost` when the data could not be sent.
-  public func write(_ bytes: UnsafeRawBufferPointer) throws(PostgresError) {
+  public func write(_ bytes: [UInt8]) throws(PostgresError) {
     try flush()
-    guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
-    guard PQputCopyData(handle, base.assumingMemoryBound(to: CChar.self), Int32(bytes.count)) == 1 else {
-      let message = oneLine(String(cString: PQerrorMessage(handle)))
-      throw PostgresError(.connectionLost, message: message.isEmpty ? "could not send COPY data" : message)
-    }
+    buffer.append(contentsOf: bytes)
+    try flush()
   }
 
   fileprivate func finish() throws(PostgresError) {

@@ -514,7 +514,7 @@ struct RosterImportTests {
     func imported(_ csv: String, dryRun: Bool = false) throws -> Row? {
       try db.execute("SELECT hms2fa_api.open_roster_import()")
       try db.copyIn("COPY pg_temp.roster_raw (f1, f2, f3, f4, f5) FROM STDIN (FORMAT csv)") { writer in
-        try Data(csv.utf8).withUnsafeBytes { try writer.write($0) }
+        try writer.write(Array(csv.utf8))
       }
       return try db.queryFirst("SELECT * FROM hms2fa_api.import_roster(false, 0.05, false, \(dryRun), 'psql')")
     }
