@@ -10,8 +10,8 @@ import Foundation
 /// pager for output longer than the screen. Piped output, `--json`, `--wide`, `NO_COLOR` and
 /// `TERM=dumb` each turn the matching part off.
 public enum Screen {
-  /// Set by `--wide`: tables show every cell whole.
-  nonisolated(unsafe) public static var wide = false
+  /// `--wide` on the command line: tables show every cell whole.
+  public static var wide: Bool { CommandLine.arguments.dropFirst().contains("--wide") }
 
   /// The marks around a painted word, in text before it is written: private-use characters no value can
   /// carry (`visible` escapes them), turned into colour or dropped as the output is written.

@@ -27,14 +27,11 @@ struct GlobalOptions: ParsableArguments {
       discussion: "Changes always go to a writable primary."))
   var readOnly = false
 
+  // Read by Screen from the command line, as --json is by CLI.run before parsing.
   @Flag(help: "Show every table cell whole, whatever the terminal's width.")
   var wide = false
 
   var console: Console { Console(json: json) }
-
-  func validate() throws {
-    if wide { Screen.wide = true }
-  }
 
   /// Connects for a change: to a writable primary only.
   func connect() throws -> Connection {
