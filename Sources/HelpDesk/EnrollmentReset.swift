@@ -130,7 +130,14 @@ public struct ResetRequest: Sendable {
 /// Enrollment reset: every device retired, links, remembered browsers and codes revoked, in one
 /// transaction, so that "Start setup" shows again.
 public enum EnrollmentReset {
-  static let resetAction = DeskAction("resetting an enrollment", tier: .tier2)
+  public static let resetAction = DeskAction("resetting an enrollment", tier: .tier2)
+
+  /// Whether this login may carry out a reset (tier 2), asked before anyone types a confirmation.
+  public static func mayReset(on db: Connection) throws(DeskError) -> Bool {
+    try desk(planAction, on: db) {
+      try db.queryFirst("SELECT pg_has_role(current_user, 'hms2fa_tier2', 'MEMBER') AS may")?.decode("may") ?? false
+    }
+  }
   static let planAction = DeskAction("showing a reset's plan", tier: .tier1)
   static let requestAction = DeskAction("requesting a reset", tier: .tier1)
   static let approveAction = DeskAction("approving a reset request", tier: .tier2)

@@ -37,10 +37,10 @@ struct AuditCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-      let filter = AuditFilter(
-        account: try account.map { try AccountID(parsing: $0) }, actor: actor,
-        since: try since.map { try PointInTime(parsing: $0).date }, limit: limit)
+      let key = try account.map { try AccountKey(parsing: $0) }
+      let since = try since.map { try PointInTime(parsing: $0).date }
       let db = try global.connectForLookup()
+      let filter = AuditFilter(account: try key?.accountID(on: db), actor: actor, since: since, limit: limit)
       let events = try AuditLog.events(filter, on: db)
       global.console.emit(
         .object([

@@ -99,6 +99,12 @@ struct EnrollmentCommand: ParsableCommand {
             + "(hms2fa-admin enrollment approve \(pending) --ticket \(ticket.value)), or it is withdrawn "
             + "(hms2fa-admin enrollment withdraw \(pending) --ticket \(ticket.value))")
       }
+      // A tier-1 agent hears they hand this on before typing a confirmation that can't be used.
+      if !request, try !EnrollmentReset.mayReset(on: db) {
+        throw deskError(
+          PostgresError(.server, message: "no tier 2", sqlState: SQLState.insufficientPrivilege),
+          doing: EnrollmentReset.resetAction, on: db)
+      }
       // The plan is a message, so it goes to stderr: stdout holds only the result.
       console.note(planText(plan))
       if !yes { try confirmByTyping(id, to: request ? "request its reset" : "reset it") }

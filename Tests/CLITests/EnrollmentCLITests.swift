@@ -93,6 +93,11 @@ struct EnrollmentCLITests {
         "hand this to a tier-2 agent: hms2fa-admin enrollment reset jd123 --ticket INC5 --verified-via in-person"),
       "\(direct.stderr)")
     #expect(words.contains("--request") && !words.contains("--database") && !words.contains("ask an operator"))
+    // At a terminal, tier 1 hears it before typing a confirmation that couldn't be used.
+    let typed = try Tool.runInTerminal(base + ["--database", try desk.database.conninfo(user: desk.tier1)], rows: 100)
+    #expect(typed.status == 77)
+    #expect(
+      typed.stdout.contains("hand this to a tier-2 agent") && !typed.stdout.contains("to reset it"), "\(typed.stdout)")
     // With --request: a pending request with the reason, approved by any tier-2 agent.
     let filed = try desk.run(base + ["--yes", "--request", "--reason", "new phone", "--json"], as: desk.tier1)
     #expect(filed.status == 0, "\(filed.stderr)")
