@@ -37,11 +37,7 @@ public enum ShowCard {
     let card = try Lookup.card(for: try key ?? owner(of: account, on: db), on: db)
     let next = nextStep(for: card.account, ticket: ticket)
     var document = JSONValue.raw(card.json)
-    if case .object(var members)? = try? JSONValue.parse(card.json) {
-      // A disabled account shows no "Start setup": nobody can sign in with it.
-      if card.account.status != "active", let index = members.firstIndex(where: { $0.0 == "start_setup_visible" }) {
-        members[index].1 = .bool(false)
-      }
+    if case .object(let members)? = try? JSONValue.parse(card.json) {
       document = .object(members + [("next_step", .string(next))])
     }
     console.emit(document) { render(card.account) + "\n\nnext: " + next }
